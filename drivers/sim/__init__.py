@@ -1,0 +1,1 @@
+"""Device simulators that replay real bearing recordings over real protocols."""
