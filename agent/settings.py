@@ -154,6 +154,9 @@ class ModbusRtuDeviceSettings(DeviceCommon):
 
 
 class OpcUaDeviceSettings(DeviceCommon):
+    """An OPC UA server. ``browse_root`` is prepended to every browse path
+    of the profile, so one profile serves many sensors of one server."""
+
     driver: Literal["opcua"]
     endpoint: str = Field(pattern=r"^opc\.tcp://")
     security_policy: Literal["None", "Basic256Sha256"] = "None"
@@ -163,6 +166,7 @@ class OpcUaDeviceSettings(DeviceCommon):
     server_certificate: Path | None = None
     application_uri: str = "urn:cmagent:client"
     username: str | None = None
+    browse_root: list[str] = []
     connect_timeout: DurationS = 5.0
     request_timeout: DurationS = 4.0
     use_subscriptions: bool = True
