@@ -1,0 +1,342 @@
+"""The Modbus TCP and RTU driver.
+
+:class:`ModbusDriver` reads a device's points with as few requests as the
+planner allows and turns every failure into bad readings, so one broken
+block never hides the others. It does not reconnect on its own: the
+agent's device task calls :meth:`ModbusDriver.connect` again, paced by
+:class:`drivers.backoff.Backoff`, while :meth:`ModbusDriver.offline_readings`
+fills the gap with bad values.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from pymodbus.pdu import ModbusPDU
+
+from drivers.base import GOOD, Quality, QualityReason, Reading, ScalarValue, Waveform
+from drivers.codec import apply_scale, decode_scalar, decode_string
+from drivers.errors import (
+    DriverConfigError,
+    DriverConnectError,
+    DriverDecodeError,
+    DriverError,
+    DriverTimeoutError,
+)
+from drivers.modbus_capture import capture_waveform
+from drivers.modbus_link import (
+    ModbusLink,
+    acquire_serial_link,
+    execute,
+    open_tcp_link,
+    release_serial_link,
+)
+from drivers.planner import BIT_TABLES, ReadRequest, plan_reads, point_slice
+from drivers.spec import (
+    DataType,
+    ModbusPointSpec,
+    ModbusRtuSpec,
+    ModbusTcpSpec,
+    RegisterTable,
+    TransactionIdCheck,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class DriverState(enum.Enum):
+    """Connection state of one device."""
+
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+
+
+class ModbusDriver:
+    """A Modbus device: one unit id over TCP or on a shared serial port.
+
+    Args:
+        spec: the device, its points and its waveform blocks.
+
+    Raises:
+        DriverConfigError: the points cannot be planned (a point wider than
+            the per-request maximum, or an invalid maximum).
+    """
+
+    def __init__(self, spec: ModbusTcpSpec | ModbusRtuSpec) -> None:
+        self.spec = spec
+        self.device_id = spec.device_id
+        self.requests = plan_reads(
+            spec.points,
+            max_registers=spec.max_registers_per_request,
+            max_gap=spec.max_gap_registers,
+        )
+        self._waveforms = {w.name: w for w in spec.waveforms}
+        self._link: ModbusLink | None = None
+        self._state = DriverState.DISCONNECTED
+        self.last_error: DriverError | None = None
+        if isinstance(spec, ModbusTcpSpec):
+            self.endpoint = f"{spec.host}:{spec.port}"
+            self._tid_check = spec.transaction_id_check
+        else:
+            self.endpoint = spec.serial_port
+            self._tid_check = TransactionIdCheck.LENIENT
+
+    @property
+    def state(self) -> DriverState:
+        return self._state
+
+    async def connect(self) -> None:
+        """Open the connection (a shared one for a serial port).
+
+        Raises:
+            DriverConnectError: the host or port cannot be opened.
+        """
+        self._state = DriverState.CONNECTING
+        try:
+            if self._link is None:
+                self._link = self._create_link()
+            timeout_s = getattr(self.spec, "connect_timeout_s", self.spec.timeout_s)
+            await self._link.open(timeout_s)
+        except DriverConnectError as exc:
+            self._fail(exc)
+            raise DriverConnectError(
+                f"device {self.device_id!r}: {exc}", device=self.device_id
+            ) from exc
+        self._state = DriverState.CONNECTED
+        logger.info(
+            "modbus.connected",
+            extra={"device": self.device_id, "endpoint": self.endpoint},
+        )
+
+    def _create_link(self) -> ModbusLink:
+        if isinstance(self.spec, ModbusTcpSpec):
+            return open_tcp_link(self.spec)
+        return acquire_serial_link(self.spec)
+
+    async def close(self) -> None:
+        """Close the connection; a shared serial port closes with its last user."""
+        link, self._link = self._link, None
+        if link is not None:
+            if isinstance(self.spec, ModbusTcpSpec):
+                link.close()
+            else:
+                release_serial_link(link)
+        self._state = DriverState.DISCONNECTED
+
+    def _fail(self, exc: DriverError) -> None:
+        self.last_error = exc
+        if isinstance(exc, DriverConnectError):
+            self._state = DriverState.DISCONNECTED
+
+    async def read_points(self) -> list[Reading]:
+        """Read every point; return one reading per point, bad ones included.
+
+        Raises:
+            DriverConnectError: the device is not connected. Call
+                :meth:`connect`, and report :meth:`offline_readings`.
+        """
+        if self._link is None or not self._link.connected:
+            self._state = DriverState.DISCONNECTED
+            raise DriverConnectError(
+                f"device {self.device_id!r}: not connected to {self.endpoint}",
+                device=self.device_id,
+            )
+
+        readings: list[Reading] = []
+        lost: DriverConnectError | None = None
+        for request in self.requests:
+            timestamp = datetime.now(UTC)
+            if lost is not None:
+                readings.extend(self._bad_block(request, timestamp, lost))
+                continue
+            try:
+                values = await self.read_block(
+                    request.table, request.address, request.count
+                )
+            except DriverError as exc:
+                self._fail(exc)
+                if isinstance(exc, DriverConnectError):
+                    lost = exc
+                readings.extend(self._bad_block(request, timestamp, exc))
+                continue
+            readings.extend(self._decode_block(request, values, timestamp))
+        return readings
+
+    def offline_readings(self, detail: str) -> list[Reading]:
+        """Return a bad comm_error reading for every point, for an offline device."""
+        timestamp = datetime.now(UTC)
+        quality = Quality.bad(QualityReason.COMM_ERROR, detail)
+        return [self._reading(p, None, quality, timestamp) for p in self.spec.points]
+
+    async def read_block(
+        self, table: RegisterTable, address: int, count: int
+    ) -> list[int] | list[bool]:
+        """Read ``count`` registers or bits from ``table`` at ``address``.
+
+        Raises:
+            DriverConnectError, DriverTimeoutError, DriverProtocolError.
+        """
+        link = self._require_link()
+        client = link.client
+        calls = {
+            RegisterTable.COIL: (client.read_coils, 1),
+            RegisterTable.DISCRETE_INPUT: (client.read_discrete_inputs, 2),
+            RegisterTable.HOLDING: (client.read_holding_registers, 3),
+            RegisterTable.INPUT: (client.read_input_registers, 4),
+        }
+        call, function_code = calls[table]
+        response = await self._execute(call, function_code, address, count, count=count)
+        if table in BIT_TABLES:
+            return list(response.bits[:count])
+        registers: list[int] = response.registers
+        if len(registers) != count:
+            raise DriverDecodeError(
+                f"device {self.device_id!r} function {function_code} address "
+                f"{address}: expected {count} registers, found {len(registers)}",
+                device=self.device_id,
+            )
+        return registers
+
+    async def write_register(self, address: int, value: int) -> None:
+        """Write one holding register (function 6)."""
+        link = self._require_link()
+        await self._execute(link.client.write_register, 6, address, 1, value=value)
+
+    async def read_waveform(self, name: str) -> Waveform:
+        """Capture and read the waveform block ``name``.
+
+        Raises:
+            DriverConfigError: no waveform of that name.
+            DriverProtocolError: the capture stayed torn after retries, or
+                the sensor reported an invalid sample count or rate.
+            DriverConnectError, DriverTimeoutError: as for any request.
+        """
+        spec = self._waveforms.get(name)
+        if spec is None:
+            raise DriverConfigError(
+                f"device {self.device_id!r}: no waveform {name!r}; expected one "
+                f"of {sorted(self._waveforms)}",
+                device=self.device_id,
+            )
+        try:
+            return await capture_waveform(self, spec)
+        except DriverError as exc:
+            self._fail(exc)
+            raise
+
+    def _require_link(self) -> ModbusLink:
+        if self._link is None:
+            raise DriverConnectError(
+                f"device {self.device_id!r}: not connected", device=self.device_id
+            )
+        return self._link
+
+    async def _execute(
+        self,
+        call: object,
+        function_code: int,
+        address: int,
+        count: int,
+        **kwargs: object,
+    ) -> ModbusPDU:
+        return await execute(
+            self._require_link(),
+            call,  # type: ignore[arg-type]
+            device=self.device_id,
+            unit_id=self.spec.unit_id,
+            function_code=function_code,
+            address=address,
+            count=count,
+            timeout_s=self.spec.timeout_s,
+            retries=self.spec.retries,
+            tid_check=self._tid_check,
+            **kwargs,
+        )
+
+    def _bad_block(
+        self, request: ReadRequest, timestamp: datetime, exc: DriverError
+    ) -> list[Reading]:
+        if isinstance(exc, DriverTimeoutError):
+            reason = QualityReason.TIMEOUT
+        elif isinstance(exc, DriverDecodeError):
+            reason = QualityReason.DECODE_ERROR
+        else:
+            reason = QualityReason.COMM_ERROR
+        quality = Quality.bad(reason, str(exc))
+        return [self._reading(p, None, quality, timestamp) for p in request.points]
+
+    def _decode_block(
+        self,
+        request: ReadRequest,
+        values: Sequence[int] | Sequence[bool],
+        timestamp: datetime,
+    ) -> list[Reading]:
+        readings = []
+        for point in request.points:
+            raw = values[point_slice(request, point)]
+            value, quality = decode_point(point, raw)
+            readings.append(self._reading(point, value, quality, timestamp))
+        return readings
+
+    def _reading(
+        self,
+        point: ModbusPointSpec,
+        value: ScalarValue,
+        quality: Quality,
+        timestamp: datetime,
+    ) -> Reading:
+        return Reading(
+            asset=point.asset,
+            point=point.name,
+            timestamp=timestamp,
+            value=value,
+            unit=point.unit,
+            quality=quality,
+            source=self.device_id,
+        )
+
+
+def decode_point(
+    point: ModbusPointSpec, raw: Sequence[int] | Sequence[bool]
+) -> tuple[ScalarValue, Quality]:
+    """Decode one point's registers or bits into its value and quality.
+
+    A NaN or infinite float is bad/decode_error with no value; a value
+    outside ``valid_range`` is bad/out_of_range and keeps its value.
+    """
+    where = f"point {point.name!r} at {point.table.value} address {point.address}"
+    try:
+        value = _decode_raw(point, raw)
+    except DriverDecodeError as exc:
+        return None, Quality.bad(QualityReason.DECODE_ERROR, f"{where}: {exc}")
+
+    if isinstance(value, float) and not math.isfinite(value):
+        detail = f"{where}: expected a finite {point.data_type.value}, found {value}"
+        return None, Quality.bad(QualityReason.DECODE_ERROR, detail)
+    if point.valid_range is not None and isinstance(value, int | float):
+        low, high = point.valid_range
+        if not low <= value <= high:
+            detail = f"{where}: expected {low}..{high}, found {value!r}"
+            return value, Quality.bad(QualityReason.OUT_OF_RANGE, detail)
+    return value, GOOD
+
+
+def _decode_raw(
+    point: ModbusPointSpec, raw: Sequence[int] | Sequence[bool]
+) -> ScalarValue:
+    if point.table in BIT_TABLES:
+        return bool(raw[0])
+    registers = [int(r) for r in raw]
+    if point.data_type is DataType.BOOL:
+        return bool((registers[0] >> (point.bit or 0)) & 1)
+    if point.data_type is DataType.STRING:
+        return decode_string(registers, point.byte_order)
+    number = decode_scalar(
+        registers, point.data_type, point.byte_order, point.word_order
+    )
+    return apply_scale(number, point.scale, point.offset)

@@ -1,0 +1,319 @@
+"""One Modbus connection (TCP, or a serial port shared by many units).
+
+A link owns a pymodbus async client and runs single requests with our own
+timeout and retry loop; pymodbus' internal retries are set to zero so the
+timing is ours, and its automatic reconnect is off because the agent's
+device task owns reconnecting. Vendor exceptions end here: callers see the
+:mod:`drivers.errors` tree only.
+
+Transaction ids (Modbus TCP): pymodbus 3.16 silently skips an answer whose
+transaction id differs from the request's (``FramerBase.handleFrame``), so
+the request times out and, after a few timeouts, the connection is closed.
+The link instead watches raw packets with pymodbus' ``trace_packet`` hook:
+it records the id it sent, and when an answer carries another id it rewrites
+the id to the expected one so pymodbus hands the answer over at once. In
+strict mode the link then rejects that answer with
+:class:`TransactionIdMismatchError`; in lenient mode it accepts it, which is
+safe because a link has at most one request in flight.
+
+Serial ports: every unit on one port shares one link, one client and one
+lock, found in a module-level registry keyed by port path and released by
+reference count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Final
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException
+from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
+
+from drivers.errors import (
+    DriverConnectError,
+    DriverError,
+    DriverProtocolError,
+    DriverTimeoutError,
+)
+from drivers.spec import ModbusRtuSpec, ModbusTcpSpec, TransactionIdCheck
+
+logger = logging.getLogger(__name__)
+
+EXCEPTION_NAMES: Final[dict[int, str]] = {
+    1: "ILLEGAL FUNCTION",
+    2: "ILLEGAL DATA ADDRESS",
+    3: "ILLEGAL DATA VALUE",
+    4: "SERVER DEVICE FAILURE",
+    5: "ACKNOWLEDGE",
+    6: "SERVER DEVICE BUSY",
+    7: "NEGATIVE ACKNOWLEDGE",
+    8: "MEMORY PARITY ERROR",
+    10: "GATEWAY PATH UNAVAILABLE",
+    11: "GATEWAY TARGET DEVICE FAILED TO RESPOND",
+}
+"""Exception codes of the Modbus Application Protocol 1.1b3, section 7."""
+
+# pymodbus 3.10 renamed the unit id keyword from ``slave`` to ``device_id``.
+_UNIT_KEYWORD: Final = (
+    "device_id"
+    if "device_id"
+    in inspect.signature(AsyncModbusTcpClient.read_holding_registers).parameters
+    else "slave"
+)
+
+
+class ModbusExceptionError(DriverProtocolError):
+    """The server answered a request with a Modbus exception code."""
+
+    def __init__(
+        self,
+        *,
+        device: str,
+        unit_id: int,
+        function_code: int,
+        address: int,
+        count: int,
+        exception_code: int,
+    ) -> None:
+        name = EXCEPTION_NAMES.get(exception_code, "UNKNOWN EXCEPTION")
+        super().__init__(
+            f"device {device!r} unit {unit_id} function {function_code} "
+            f"address {address} count {count}: {name} ({exception_code})",
+            device=device,
+        )
+        self.unit_id = unit_id
+        self.function_code = function_code
+        self.address = address
+        self.count = count
+        self.exception_code = exception_code
+        self.exception_name = name
+
+
+class TransactionIdMismatchError(DriverProtocolError):
+    """A Modbus TCP answer carried another transaction id than the request."""
+
+    def __init__(self, *, device: str, sent: int, received: int) -> None:
+        super().__init__(
+            f"device {device!r}: transaction id mismatch (sent {sent}, got {received})",
+            device=device,
+        )
+        self.sent = sent
+        self.received = received
+
+
+class _TransactionWatch:
+    """The ``trace_packet`` hook that checks Modbus TCP transaction ids."""
+
+    def __init__(self) -> None:
+        self.sent: int | None = None
+        self.mismatch: tuple[int, int] | None = None
+
+    def __call__(self, sending: bool, packet: bytes) -> bytes:
+        if len(packet) < 2:
+            return packet
+        tid = int.from_bytes(packet[:2], "big")
+        if sending:
+            self.sent, self.mismatch = tid, None
+            return packet
+        if self.sent is None or tid == self.sent:
+            return packet
+        self.mismatch = (self.sent, tid)
+        return self.sent.to_bytes(2, "big") + packet[2:]
+
+
+class ModbusLink:
+    """A connected pymodbus client plus the lock that serialises its use."""
+
+    def __init__(
+        self,
+        client: AsyncModbusTcpClient | AsyncModbusSerialClient,
+        *,
+        endpoint: str,
+        watch: _TransactionWatch | None = None,
+    ) -> None:
+        self.client = client
+        self.endpoint = endpoint
+        self.lock = asyncio.Lock()
+        self.watch = watch
+        self.users = 0
+        self.serial_settings: tuple[int, str, int, int] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.client.connected)
+
+    async def open(self, timeout_s: float) -> None:
+        """Open the connection unless it is open.
+
+        Raises:
+            DriverConnectError: the connection could not be opened.
+        """
+        if self.connected:
+            return
+        try:
+            ok = await asyncio.wait_for(self.client.connect(), timeout_s)
+        except (TimeoutError, OSError, ModbusException) as exc:
+            self.client.close()
+            raise DriverConnectError(
+                f"cannot connect to {self.endpoint}: {exc!r}"
+            ) from exc
+        if not ok:
+            self.client.close()
+            raise DriverConnectError(f"cannot connect to {self.endpoint}")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_tcp_link(spec: ModbusTcpSpec) -> ModbusLink:
+    """Create (not yet connected) the link of one Modbus TCP device."""
+    watch = _TransactionWatch()
+    client = AsyncModbusTcpClient(
+        spec.host,
+        port=spec.port,
+        timeout=spec.timeout_s,
+        retries=0,
+        reconnect_delay=0,
+        trace_packet=watch,
+    )
+    return ModbusLink(client, endpoint=f"{spec.host}:{spec.port}", watch=watch)
+
+
+_SERIAL_LINKS: dict[str, ModbusLink] = {}
+
+
+def acquire_serial_link(spec: ModbusRtuSpec) -> ModbusLink:
+    """Return the shared link of ``spec.serial_port``, creating it if needed.
+
+    Raises:
+        DriverConnectError: the port is in use with other line settings.
+    """
+    link = _SERIAL_LINKS.get(spec.serial_port)
+    settings = (spec.baudrate, spec.parity, spec.stopbits, spec.bytesize)
+    if link is None:
+        client = AsyncModbusSerialClient(
+            spec.serial_port,
+            framer=FramerType.RTU,
+            baudrate=spec.baudrate,
+            parity=spec.parity,
+            stopbits=spec.stopbits,
+            bytesize=spec.bytesize,
+            timeout=spec.timeout_s,
+            retries=0,
+            reconnect_delay=0,
+        )
+        link = ModbusLink(client, endpoint=spec.serial_port)
+        link.serial_settings = settings
+        _SERIAL_LINKS[spec.serial_port] = link
+    elif link.serial_settings != settings:
+        raise DriverConnectError(
+            f"device {spec.device_id!r}: serial port {spec.serial_port} is "
+            f"open with (baudrate, parity, stopbits, bytesize) "
+            f"{link.serial_settings}, found {settings}",
+            device=spec.device_id,
+        )
+    link.users += 1
+    return link
+
+
+def release_serial_link(link: ModbusLink) -> None:
+    """Drop one user of a shared serial link; the last one closes it."""
+    link.users -= 1
+    if link.users <= 0:
+        link.close()
+        if _SERIAL_LINKS.get(link.endpoint) is link:
+            del _SERIAL_LINKS[link.endpoint]
+
+
+async def execute(
+    link: ModbusLink,
+    call: Callable[..., object],
+    *,
+    device: str,
+    unit_id: int,
+    function_code: int,
+    address: int,
+    count: int,
+    timeout_s: float,
+    retries: int,
+    tid_check: TransactionIdCheck = TransactionIdCheck.STRICT,
+    **kwargs: object,
+) -> ModbusPDU:
+    """Run one request with timeout and retries under the link's lock.
+
+    ``call`` is a bound pymodbus client method such as
+    ``read_input_registers``; ``kwargs`` go to it besides the unit id.
+
+    Raises:
+        DriverConnectError: the link is not connected, or was lost.
+        DriverTimeoutError: no valid answer after ``retries`` + 1 attempts.
+        ModbusExceptionError: the server answered with an exception code.
+        TransactionIdMismatchError: strict check and a foreign answer.
+    """
+    where = f"device {device!r} unit {unit_id} function {function_code} "
+    where += f"address {address} count {count}"
+    last: DriverError | None = None
+    for attempt in range(retries + 1):
+        if not link.connected:
+            raise DriverConnectError(
+                f"{where}: not connected to {link.endpoint}", device=device
+            )
+        async with link.lock:
+            try:
+                response = await _call_once(
+                    link, call, unit_id, timeout_s, address, kwargs
+                )
+            except (TimeoutError, ModbusException) as exc:
+                if isinstance(exc, ConnectionException) or not link.connected:
+                    raise DriverConnectError(
+                        f"{where}: connection to {link.endpoint} lost", device=device
+                    ) from exc
+                last = DriverTimeoutError(
+                    f"{where}: no answer within {timeout_s} s", device=device
+                )
+                logger.debug(
+                    "modbus.request_retry",
+                    extra={"device": device, "attempt": attempt, "cause": repr(exc)},
+                )
+                continue
+            mismatch = link.watch.mismatch if link.watch else None
+
+        if mismatch and tid_check is TransactionIdCheck.STRICT:
+            raise TransactionIdMismatchError(
+                device=device, sent=mismatch[0], received=mismatch[1]
+            )
+        if response.isError():
+            raise ModbusExceptionError(
+                device=device,
+                unit_id=unit_id,
+                function_code=function_code,
+                address=address,
+                count=count,
+                exception_code=int(getattr(response, "exception_code", 0)),
+            )
+        return response
+    assert last is not None
+    raise last
+
+
+async def _call_once(
+    link: ModbusLink,
+    call: Callable[..., object],
+    unit_id: int,
+    timeout_s: float,
+    address: int,
+    kwargs: dict[str, object],
+) -> ModbusPDU:
+    # pymodbus times out on its own after timeout_s; the extra second only
+    # guards against a request that never completes.
+    coroutine = call(address, **{_UNIT_KEYWORD: unit_id}, **kwargs)
+    response: ModbusPDU = await asyncio.wait_for(
+        coroutine,  # type: ignore[arg-type]
+        timeout_s + 1.0,
+    )
+    return response
