@@ -1,0 +1,1 @@
+"""Delivery to the integration API: client, token loading, sandbox."""
