@@ -1,0 +1,238 @@
+"""One acquisition task per device: connect, poll, capture, reconnect.
+
+A :class:`DeviceRunner` owns one driver. It connects with a capped,
+jittered backoff, reads the scalar points every ``poll_interval`` and the
+waveforms every ``waveform_interval`` (or sooner on request), and hands the
+results to a :class:`AcquisitionSink`. While the device is unreachable it
+reports every point as bad (``comm_error``, value None) once per poll
+interval and never repeats a last good value. A failing device never waits
+on another one, because each runner is its own task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from drivers.backoff import Backoff
+from drivers.base import Driver, Quality, QualityReason, Reading, Waveform
+from drivers.errors import DriverConfigError, DriverError
+from drivers.spec import DeviceSpec
+
+logger = logging.getLogger(__name__)
+
+
+class DeviceState(enum.Enum):
+    """Connection state of a device as the agent sees it."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DOWN = "down"
+    STOPPED = "stopped"
+
+
+class AcquisitionSink(Protocol):
+    """Where a device task delivers what it acquired."""
+
+    def readings(self, device_id: str, readings: Sequence[Reading]) -> None: ...
+
+    def waveform(self, device_id: str, waveform: Waveform) -> None: ...
+
+    def beat(self, device_id: str) -> None: ...
+
+
+DriverFactory = Callable[[DeviceSpec], Driver]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule:
+    """How often a device is polled and captured, in seconds."""
+
+    poll_interval_s: float
+    waveform_interval_s: float
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+class DeviceRunner:
+    """Acquisition loop of one device.
+
+    Args:
+        spec: the device, its points and waveforms.
+        schedule: poll and capture intervals.
+        driver_factory: builds the driver for ``spec``.
+        sink: receives readings, waveforms and progress beats.
+    """
+
+    def __init__(
+        self,
+        spec: DeviceSpec,
+        schedule: Schedule,
+        driver_factory: DriverFactory,
+        sink: AcquisitionSink,
+    ) -> None:
+        self.spec = spec
+        self.schedule = schedule
+        self.device_id = spec.device_id
+        self.state = DeviceState.CONNECTING
+        self.last_reading_at: datetime | None = None
+        self.last_error: str | None = None
+        self.down_since: float | None = None
+        self._factory = driver_factory
+        self._sink = sink
+        self._backoff = Backoff(schedule.backoff_initial_s, schedule.backoff_max_s)
+        self._waveform_requested = asyncio.Event()
+        self._next_capture = 0.0
+
+    def request_waveform(self) -> None:
+        """Capture the waveforms at the next poll instead of waiting."""
+        self._waveform_requested.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Acquire until ``stop`` is set, reconnecting as needed."""
+        driver = self._factory(self.spec)
+        try:
+            while not stop.is_set():
+                if await self._connect(driver, stop):
+                    await self._poll_until_failure(driver, stop)
+        except DriverConfigError as exc:
+            self.state = DeviceState.DOWN
+            self.last_error = str(exc)
+            logger.error(
+                "device.config_invalid",
+                extra={"device": self.device_id, "cause": str(exc)},
+            )
+        finally:
+            with contextlib.suppress(DriverError, OSError):
+                await driver.close()
+            self.state = DeviceState.STOPPED
+
+    async def _connect(self, driver: Driver, stop: asyncio.Event) -> bool:
+        try:
+            await driver.connect()
+        except DriverConfigError:
+            raise
+        except DriverError as exc:
+            self._mark_down(exc)
+            await self._wait_down(stop, self._backoff.next_delay())
+            return False
+
+        if self.down_since is not None:
+            logger.info(
+                "device.reconnected",
+                extra={
+                    "device": self.device_id,
+                    "downtime_s": round(time.monotonic() - self.down_since, 1),
+                },
+            )
+        else:
+            logger.info("device.connected", extra={"device": self.device_id})
+        self.state = DeviceState.CONNECTED
+        self.down_since = None
+        self.last_error = None
+        return True
+
+    async def _poll_until_failure(self, driver: Driver, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            started = loop.time()
+            try:
+                await self._poll_once(driver, started)
+            except DriverConfigError:
+                raise
+            except DriverError as exc:
+                self._mark_down(exc)
+                with contextlib.suppress(DriverError, OSError):
+                    await driver.close()
+                await self._wait_down(stop, self._backoff.next_delay())
+                return
+            self._backoff.reset()
+            self._sink.beat(self.device_id)
+
+            delay = self.schedule.poll_interval_s - (loop.time() - started)
+            await self._wait(stop, max(0.0, delay), self._waveform_requested)
+
+    async def _poll_once(self, driver: Driver, now: float) -> None:
+        readings = await driver.read_points()
+        if readings:
+            self.last_reading_at = max(r.timestamp for r in readings)
+            self._sink.readings(self.device_id, readings)
+
+        if self._waveform_requested.is_set() or now >= self._next_capture:
+            self._waveform_requested.clear()
+            self._next_capture = now + self.schedule.waveform_interval_s
+            for waveform_spec in self.spec.waveforms:
+                waveform = await driver.read_waveform(waveform_spec.name)
+                self._sink.waveform(self.device_id, waveform)
+
+    def _mark_down(self, exc: DriverError) -> None:
+        cause = str(exc)
+        if self.state is not DeviceState.DOWN or cause != self.last_error:
+            logger.warning(
+                "device.unreachable",
+                extra={
+                    "device": self.device_id,
+                    "attempt": self._backoff.attempt + 1,
+                    "cause": cause,
+                },
+            )
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+        self.state = DeviceState.DOWN
+        self.last_error = cause
+        self._sink.readings(self.device_id, self._bad_readings(cause))
+        # A device that is down still counts as progress: its task is alive
+        # and retrying, which is all the watchdog needs to know.
+        self._sink.beat(self.device_id)
+
+    def _bad_readings(self, cause: str) -> list[Reading]:
+        now = datetime.now(UTC)
+        quality = Quality.bad(QualityReason.COMM_ERROR, cause[:200])
+        return [
+            Reading(
+                asset=point.asset,
+                point=point.name,
+                timestamp=now,
+                value=None,
+                unit=point.unit,
+                quality=quality,
+                source=self.device_id,
+            )
+            for point in self.spec.points
+        ]
+
+    async def _wait(
+        self, stop: asyncio.Event, delay_s: float, wake: asyncio.Event | None = None
+    ) -> None:
+        """Sleep ``delay_s`` unless ``stop`` (or ``wake``) is set first."""
+        waiters = [asyncio.ensure_future(stop.wait())]
+        if wake is not None:
+            waiters.append(asyncio.ensure_future(wake.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=delay_s)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _wait_down(self, stop: asyncio.Event, delay_s: float) -> None:
+        """Wait out a backoff delay, reporting bad readings every poll
+        interval meanwhile so live views show the outage as it lasts."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay_s
+        while not stop.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            await self._wait(stop, min(remaining, self.schedule.poll_interval_s))
+            if not stop.is_set() and loop.time() < deadline:
+                self._sink.readings(
+                    self.device_id, self._bad_readings(self.last_error or "")
+                )
+                self._sink.beat(self.device_id)

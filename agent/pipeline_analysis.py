@@ -1,0 +1,165 @@
+"""Glue between a captured waveform, ``dsp.analyse`` and the health monitor.
+
+Runs in the analysis worker thread: it only computes and never touches
+pipeline state. ``dsp`` is imported on first use so that commands which
+never analyse start quickly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from agent.health import bearing_fault_value
+from agent.settings import AssetSettings
+from drivers.base import Waveform
+
+SCALAR_HEALTH_POINTS: Final = frozenset(
+    {
+        "iso4406_4um",
+        "iso4406_6um",
+        "iso4406_14um",
+        "water_saturation_pct",
+    }
+)
+"""Scalar points judged by health even without configured thresholds."""
+
+TOP_ENVELOPE_LINES: Final = 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WaveformResult:
+    """What the pipeline keeps from one analysis.
+
+    ``measurements`` maps a measurement name to its value and unit (all
+    finite), ``health_values`` the indicators the health monitor judges,
+    and ``summary`` is the JSON-ready digest for MQTT, status and views.
+    """
+
+    measurements: dict[str, tuple[float, str]]
+    health_values: dict[str, float]
+    summary: dict[str, Any]
+
+
+def iso_boundaries(group: int, foundation: str) -> tuple[float, float, float]:
+    """Return the ISO 20816-3 zone boundaries A/B, B/C, C/D in mm/s."""
+    from dsp.velocity import ZONE_BOUNDARIES_MM_S
+
+    return ZONE_BOUNDARIES_MM_S[(group, foundation)]
+
+
+def machine_info(asset: AssetSettings) -> Any:
+    """Build the ``dsp.MachineInfo`` of an asset's settings.
+
+    Raises:
+        KeyError: the asset names a bearing model the catalogue lacks.
+    """
+    import dsp
+    from dsp.bearings import BearingGeometry, bearing_by_model
+
+    geometry = None
+    if asset.bearing_geometry is not None:
+        g = asset.bearing_geometry
+        geometry = BearingGeometry(
+            balls=g.balls,
+            ball_diameter=g.ball_diameter,
+            pitch_diameter=g.pitch_diameter,
+            contact_angle_deg=g.contact_angle_deg,
+        )
+    elif asset.bearing is not None:
+        geometry = bearing_by_model(asset.bearing)
+    return dsp.MachineInfo(
+        iso_group=asset.iso_group,
+        foundation=asset.foundation,
+        bearing=geometry,
+        envelope_band_hz=asset.envelope_band_hz,
+    )
+
+
+def analyse_waveform(
+    waveform: Waveform, asset: AssetSettings, rpm: float | None
+) -> WaveformResult:
+    """Analyse one waveform of ``asset`` at shaft speed ``rpm``.
+
+    Raises:
+        ValueError: the waveform is invalid (non-finite samples, too short,
+            sample rate not positive), as ``dsp.analyse`` reports it.
+    """
+    import dsp
+
+    samples = np.asarray(waveform.samples, dtype=np.float64)
+    analysis = dsp.analyse(
+        samples,
+        fs_hz=waveform.fs_hz,
+        rpm=rpm,
+        machine=machine_info(asset),
+        unit=waveform.unit,
+    )
+    return digest(analysis.to_dict(), waveform.unit)
+
+
+def digest(data: dict[str, Any], unit: str) -> WaveformResult:
+    """Reduce ``Analysis.to_dict()`` to measurements, health values and a
+    summary. Absent or non-finite values are left out."""
+    time_domain = data.get("time_domain", data)
+    numbers = {
+        "rms": (time_domain.get("rms"), unit),
+        "peak": (time_domain.get("peak"), unit),
+        "kurtosis": (time_domain.get("kurtosis"), ""),
+        "crest_factor": (time_domain.get("crest_factor"), ""),
+        "velocity_rms_mm_s": (data.get("velocity_rms_mm_s"), "mm/s"),
+    }
+    diagnosis = data.get("diagnosis") or {}
+    if isinstance(diagnosis, str):
+        diagnosis = {"label": diagnosis, "confidence": data.get("confidence", 0.0)}
+    label = str(diagnosis.get("label") or diagnosis.get("name") or "unknown")
+    confidence = float(diagnosis.get("confidence") or 0.0)
+    lines = _envelope_lines(data)
+    strongest_db = max((line["snr_db"] for line in lines), default=None)
+    numbers["bearing_fault"] = (
+        bearing_fault_value(label, confidence, strongest_db),
+        "",
+    )
+
+    measurements = {
+        name: (float(value), u)
+        for name, (value, u) in numbers.items()
+        if isinstance(value, int | float) and np.isfinite(value)
+    }
+    health_values = {
+        name: value
+        for name, (value, _) in measurements.items()
+        if name
+        in {"velocity_rms_mm_s", "rms", "kurtosis", "crest_factor", "bearing_fault"}
+    }
+    summary = {
+        "values": {name: value for name, (value, _) in measurements.items()},
+        "iso_zone": data.get("iso_zone"),
+        "diagnosis": label,
+        "confidence": round(confidence, 3),
+        "envelope_lines": lines[:TOP_ENVELOPE_LINES],
+        "rpm": data.get("rpm"),
+    }
+    return WaveformResult(
+        measurements=measurements, health_values=health_values, summary=summary
+    )
+
+
+def _envelope_lines(data: dict[str, Any]) -> list[dict[str, Any]]:
+    envelope = data.get("envelope") or {}
+    raw = envelope.get("lines", []) if isinstance(envelope, dict) else envelope
+    lines = [
+        {
+            "label": str(line.get("label") or line.get("name") or ""),
+            "frequency_hz": float(line["frequency_hz"]),
+            "snr_db": float(line["snr_db"]),
+        }
+        for line in raw
+        if isinstance(line, dict)
+        and np.isfinite(line.get("snr_db", np.nan))
+        and np.isfinite(line.get("frequency_hz", np.nan))
+    ]
+    lines.sort(key=lambda line: line["snr_db"], reverse=True)
+    return lines

@@ -1,0 +1,372 @@
+"""The running agent: outbox, health, MQTT, uplink, pipeline and status.
+
+:class:`AgentRuntime` assembles the parts from a configuration, starts them
+in an order that makes ``READY`` true (outbox open, device tasks started,
+whether or not the devices answer), stops them in the reverse order with a
+final outbox flush, and applies a reloaded configuration. ``cmagent run``
+and ``cmagent demo`` both drive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from agent.devices_runtime import DriverFactory
+from agent.health import HealthMonitor
+from agent.outbox import Outbox
+from agent.pipeline import Pipeline
+from agent.pipeline_analysis import iso_boundaries
+from agent.settings import AgentSettingsModel
+from agent.state import write_status
+from drivers.base import Driver
+from drivers.spec import DeviceSpec, OpcUaSpec
+
+logger = logging.getLogger(__name__)
+
+STATUS_INTERVAL_S: Final = 2.0
+HEALTH_STATE_FILE: Final = "health.json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadedConfig:
+    """A validated configuration and the device specs built from it."""
+
+    settings: AgentSettingsModel
+    specs: dict[str, DeviceSpec]
+    path: Path | None
+
+
+def load_config(
+    path: Path | None, *, environ: Mapping[str, str] | None = None
+) -> LoadedConfig:
+    """Load and validate a configuration file and its device profiles.
+
+    Raises:
+        ConfigError: the file, a profile or a value is invalid; ``problems``
+            lists every problem found.
+    """
+    from agent import profiles
+    from agent import settings as settings_module
+
+    load = getattr(settings_module, "load_settings", None)
+    if load is not None:
+        settings = load(path, environ=environ)
+    else:
+        # NOTE: a fallback while load_settings is missing: TOML only,
+        # without environment overrides.
+        data = tomllib.loads(path.read_text()) if path else {}
+        settings = AgentSettingsModel.model_validate(data)
+    config_dir = path.parent if path is not None else Path.cwd()
+    specs = profiles.build_device_specs(settings, config_dir)
+    return LoadedConfig(settings=settings, specs=dict(specs), path=path)
+
+
+def default_driver_factory(spec: DeviceSpec) -> Driver:
+    """Build the driver for a Modbus (TCP or RTU) or OPC UA device spec."""
+    if isinstance(spec, OpcUaSpec):
+        from drivers.opcua import OpcUaDriver
+
+        return OpcUaDriver(spec)
+    from drivers.modbus import ModbusDriver
+
+    return ModbusDriver(spec)
+
+
+def state_dir_of(settings: AgentSettingsModel) -> Path:
+    return Path(settings.gateway.state_dir)
+
+
+class AgentRuntime:
+    """Everything ``cmagent run`` runs, for one configuration at a time.
+
+    Args:
+        config: the validated configuration.
+        environ: where the uplink token and MQTT password are looked up.
+        driver_factory: builds device drivers (tests may pass their own).
+        beats: progress tracker for the systemd watchdog.
+        on_reload_request: called on the event loop when an MQTT ``reload``
+            command arrives.
+    """
+
+    def __init__(
+        self,
+        config: LoadedConfig,
+        *,
+        environ: Mapping[str, str] = os.environ,
+        driver_factory: DriverFactory = default_driver_factory,
+        beats: Any = None,
+        on_reload_request: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._environ = environ
+        self._factory = driver_factory
+        self._beats = beats
+        self._on_reload_request = on_reload_request
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.outbox: Outbox | None = None
+        self.pipeline: Pipeline | None = None
+        self.publisher: Any = None
+        self.uplink: Any = None
+        self.token_provider: Any = None
+
+    @property
+    def settings(self) -> AgentSettingsModel:
+        return self.config.settings
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the outbox, connect MQTT and the uplink in the background,
+        and start the device tasks.
+
+        Raises:
+            OutboxError: the outbox database cannot be opened.
+            ConfigError: a secret or TLS file is unusable.
+        """
+        self._event_loop = asyncio.get_running_loop()
+        settings = self.settings
+        state_dir = state_dir_of(settings)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        outbox_path = settings.store.path or state_dir / "outbox.db"
+        self.outbox = await asyncio.to_thread(
+            Outbox, outbox_path, max_bytes=settings.store.max_bytes
+        )
+        health = HealthMonitor(
+            settings.health,
+            settings.assets,
+            state_path=state_dir / HEALTH_STATE_FILE,
+            iso_boundaries=iso_boundaries,
+        )
+        self.publisher = self._start_mqtt()
+        self.pipeline = Pipeline(
+            settings,
+            self.config.specs,
+            outbox=self.outbox,
+            health=health,
+            driver_factory=self._factory,
+            publisher=self.publisher,
+            beats=self._beats,
+        )
+        await self.pipeline.start()
+        self._start_uplink()
+        self._tasks.append(asyncio.create_task(self._write_status_forever()))
+        logger.info(
+            "agent.started",
+            extra={
+                "devices": len(self.config.specs),
+                "assets": len(settings.assets),
+                "state_dir": str(state_dir),
+            },
+        )
+
+    async def stop(self, flush_timeout_s: float = 10.0) -> None:
+        """Stop acquiring, finish analysis in flight, flush the outbox to the
+        API (up to ``flush_timeout_s``), then close everything."""
+        if self.pipeline is not None:
+            await self.pipeline.stop()
+        if self.uplink is not None:
+            try:
+                await self.uplink.flush(flush_timeout_s)
+            except Exception as exc:  # a failed flush must not block the stop
+                logger.warning("agent.flush_failed", extra={"cause": str(exc)})
+        self._stop.set()
+        for task in self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), 5.0)
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._write_status(running=False)
+        if self.publisher is not None:
+            await asyncio.to_thread(self.publisher.stop)
+        if self.outbox is not None:
+            self.outbox.close()
+        logger.info("agent.stopped")
+
+    async def reload(self, config: LoadedConfig) -> list[str]:
+        """Switch to a new configuration; return the restarted device ids.
+
+        Devices whose settings did not change keep their connections. The
+        uplink re-reads its token.
+        """
+        assert self.pipeline is not None
+        self.config = config
+        restarted = await self.pipeline.reload(config.settings, config.specs)
+        if self.uplink is not None:
+            self.uplink.reload_token()
+        logger.info(
+            "agent.reloaded",
+            extra={"restarted": ",".join(restarted) or "none"},
+        )
+        return restarted
+
+    def progress_summary(self) -> str:
+        """Return a one-line summary for systemd's STATUS=."""
+        if self.pipeline is None:
+            return "starting"
+        runners = self.pipeline.runners.values()
+        up = sum(r.state.value == "connected" for r in runners)
+        counters = self.pipeline.counters
+        return (
+            f"{up}/{len(runners)} devices connected, "
+            f"{counters.waveforms_analysed} waveforms analysed, "
+            f"{counters.measurements_produced} measurements"
+        )
+
+    # --- parts ----------------------------------------------------------------------
+
+    def _start_mqtt(self) -> Any:
+        settings = self.settings
+        if not settings.mqtt.enabled:
+            return None
+        from agent.mqtt import MqttPublisher
+        from agent.uplink.token import MQTT_CREDENTIAL, MQTT_ENV_VAR, load_secret
+
+        secret = load_secret(
+            MQTT_CREDENTIAL,
+            MQTT_ENV_VAR,
+            settings.mqtt.password_file,
+            environ=self._environ,
+        )
+        password = None if secret is None else secret.value.get_secret_value()
+        publisher = MqttPublisher(
+            settings.mqtt,
+            settings.gateway.id,
+            password=password,
+            on_command=self._command_from_thread,
+        )
+        publisher.start()
+        return publisher
+
+    def _start_uplink(self) -> None:
+        settings = self.settings
+        if not settings.uplink.enabled:
+            return
+        from agent.uplink import TokenProvider, Uplink
+
+        self.token_provider = TokenProvider(
+            settings.uplink,
+            self._environ,
+            default_file=state_dir_of(settings) / "uplink-token",
+        )
+        tags = {
+            asset_id: asset.remote_tag or asset_id
+            for asset_id, asset in settings.assets.items()
+        }
+        assert self.outbox is not None
+        self.uplink = Uplink(settings.uplink, self.outbox, tags, self.token_provider)
+        self._tasks.append(asyncio.create_task(self.uplink.run(self._stop)))
+
+    def _command_from_thread(self, command: Any) -> None:
+        # Called from paho's network thread: hop to the event loop.
+        self._event_loop.call_soon_threadsafe(self._command, command)
+
+    def _command(self, command: Any) -> None:
+        name = getattr(command.name, "value", command.name)
+        if name == "request-waveform" and self.pipeline is not None:
+            found = self.pipeline.request_waveform(command.asset)
+            logger.info(
+                "agent.waveform_requested",
+                extra={"asset": command.asset, "found": found},
+            )
+        elif name == "reload" and self._on_reload_request is not None:
+            self._on_reload_request()
+
+    # --- status ---------------------------------------------------------------------
+
+    async def _write_status_forever(self) -> None:
+        while not self._stop.is_set():
+            await self._write_status(running=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), STATUS_INTERVAL_S)
+
+    async def _write_status(self, *, running: bool) -> None:
+        try:
+            snapshot = await asyncio.to_thread(self.snapshot, running)
+            await asyncio.to_thread(write_status, state_dir_of(self.settings), snapshot)
+        except (OSError, ValueError) as exc:
+            logger.warning("agent.status_write_failed", extra={"cause": str(exc)})
+
+    def snapshot(self, running: bool = True) -> dict[str, Any]:
+        """Return the status snapshot (see :mod:`agent.state`)."""
+        pipeline = self.pipeline
+        devices = {}
+        assets: dict[str, Any] = {}
+        counters: dict[str, int] = {}
+        if pipeline is not None:
+            devices = {
+                device_id: {
+                    "state": runner.state.value,
+                    "last_reading_at": _iso(runner.last_reading_at),
+                    "last_error": runner.last_error,
+                }
+                for device_id, runner in pipeline.runners.items()
+            }
+            summary = pipeline.health.asset_summary()
+            for asset, view in pipeline.assets.items():
+                assets[asset] = {
+                    **summary.get(asset, {}),
+                    "values": dict(view.values),
+                    "analysis": view.analysis,
+                }
+            counters = pipeline.counters.to_dict()
+        return {
+            "written_at": datetime.now(UTC).isoformat(),
+            "pid": os.getpid(),
+            "running": running,
+            "gateway": self.settings.gateway.id,
+            "devices": devices,
+            "assets": assets,
+            "outbox": self._outbox_status(),
+            "uplink": self._uplink_status(),
+            "mqtt": self._mqtt_status(),
+            "counters": counters,
+        }
+
+    def _outbox_status(self) -> dict[str, Any] | None:
+        if self.outbox is None:
+            return None
+        stats = self.outbox.stats()
+        return {
+            "depth": stats.depth,
+            "bytes": stats.bytes,
+            "max_bytes": stats.max_bytes,
+            "oldest_age_s": stats.oldest_age_s,
+            "delivered": stats.delivered,
+            "evicted": stats.evicted,
+            "dead_lettered": stats.dead_lettered,
+            "depth_by_kind": dict(stats.depth_by_kind),
+        }
+
+    def _uplink_status(self) -> dict[str, Any]:
+        if self.uplink is None:
+            return {"state": "disabled"}
+        return {
+            "state": getattr(self.uplink.state, "value", str(self.uplink.state)),
+            "last_delivery": _iso(self.uplink.last_delivery),
+            "delivered_count": self.uplink.delivered_count,
+        }
+
+    def _mqtt_status(self) -> dict[str, Any]:
+        if self.publisher is None:
+            return {"state": "disabled"}
+        counters = self.publisher.counters
+        return {
+            "state": self.publisher.state.value,
+            "published": counters.published,
+            "dropped": counters.dropped,
+            "queued": counters.queued,
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
