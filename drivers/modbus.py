@@ -241,7 +241,7 @@ class ModbusDriver:
         call: object,
         function_code: int,
         address: int,
-        count: int,
+        quantity: int,
         **kwargs: object,
     ) -> ModbusPDU:
         return await execute(
@@ -251,7 +251,7 @@ class ModbusDriver:
             unit_id=self.spec.unit_id,
             function_code=function_code,
             address=address,
-            count=count,
+            quantity=quantity,
             timeout_s=self.spec.timeout_s,
             retries=self.spec.retries,
             tid_check=self._tid_check,

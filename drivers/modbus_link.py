@@ -238,7 +238,7 @@ async def execute(
     unit_id: int,
     function_code: int,
     address: int,
-    count: int,
+    quantity: int,
     timeout_s: float,
     retries: int,
     tid_check: TransactionIdCheck = TransactionIdCheck.STRICT,
@@ -248,6 +248,7 @@ async def execute(
 
     ``call`` is a bound pymodbus client method such as
     ``read_input_registers``; ``kwargs`` go to it besides the unit id.
+    ``quantity`` is the register or bit count, for messages.
 
     Raises:
         DriverConnectError: the link is not connected, or was lost.
@@ -256,7 +257,7 @@ async def execute(
         TransactionIdMismatchError: strict check and a foreign answer.
     """
     where = f"device {device!r} unit {unit_id} function {function_code} "
-    where += f"address {address} count {count}"
+    where += f"address {address} count {quantity}"
     last: DriverError | None = None
     for attempt in range(retries + 1):
         if not link.connected:
@@ -293,7 +294,7 @@ async def execute(
                 unit_id=unit_id,
                 function_code=function_code,
                 address=address,
-                count=count,
+                count=quantity,
                 exception_code=int(getattr(response, "exception_code", 0)),
             )
         return response
