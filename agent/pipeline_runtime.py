@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,19 +53,11 @@ def load_config(
         ConfigError: the file, a profile or a value is invalid; ``problems``
             lists every problem found.
     """
-    from agent import profiles
-    from agent import settings as settings_module
+    from agent.profiles import build_device_specs
+    from agent.settings import load_settings
 
-    load = getattr(settings_module, "load_settings", None)
-    if load is not None:
-        settings = load(path, environ=environ)
-    else:
-        # NOTE: a fallback while load_settings is missing: TOML only,
-        # without environment overrides.
-        data = tomllib.loads(path.read_text()) if path else {}
-        settings = AgentSettingsModel.model_validate(data)
-    config_dir = path.parent if path is not None else Path.cwd()
-    specs = profiles.build_device_specs(settings, config_dir)
+    settings = load_settings(path, environ=environ)
+    specs = build_device_specs(settings, path.parent if path else None)
     return LoadedConfig(settings=settings, specs=dict(specs), path=path)
 
 
