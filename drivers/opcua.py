@@ -1,0 +1,516 @@
+"""OPC UA driver: scalars by subscription or polling, waveforms as arrays.
+
+The driver connects once per :meth:`OpcUaDriver.connect` call and never
+reconnects by itself: the agent's device task owns reconnecting and its
+backoff. After the connection breaks, reads raise
+:class:`~drivers.errors.DriverConnectError` and :attr:`OpcUaDriver.state`
+becomes ``disconnected`` until the next successful ``connect()``. Node
+references are resolved through the server's NamespaceArray on every
+connect, so a server that renumbers its namespaces is followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from typing import Final
+
+import numpy as np
+from asyncua import Client, ua
+
+from drivers.base import Quality, QualityReason, Reading, Waveform
+from drivers.errors import (
+    DriverConfigError,
+    DriverConnectError,
+    DriverDecodeError,
+    DriverError,
+    DriverTimeoutError,
+)
+from drivers.opcua_errors import translate_error
+from drivers.opcua_nodes import check_node_ref, resolve_nodes
+from drivers.opcua_security import apply_security, check_security
+from drivers.opcua_subscription import ScalarSubscription, disable_library_watchdog
+from drivers.opcua_values import (
+    missing_reading,
+    quality_from_status,
+    reading_from_value,
+    source_time,
+    stale_reading,
+    status_of,
+)
+from drivers.spec import OpcUaNodeRef, OpcUaSpec, OpcUaWaveformSpec
+
+logger = logging.getLogger(__name__)
+
+SILENT_INTERVALS: Final = 3.0
+"""Publishing intervals without a publish response before a subscription is
+considered silent and recreated."""
+
+
+class DriverState(enum.Enum):
+    """Connection state of a driver."""
+
+    CONNECTED = "connected"
+    CONNECTING = "connecting"
+    DISCONNECTED = "disconnected"
+
+
+class OpcUaDriver:
+    """A driver for one OPC UA server endpoint.
+
+    Args:
+        spec: the endpoint, security settings, points and waveforms.
+        stale_after_s: age after which a subscribed value is reported
+            uncertain/stale; by default three publishing intervals plus the
+            request timeout.
+
+    Raises:
+        DriverConfigError: a node reference or the security settings cannot
+            work; raised here, before any I/O.
+    """
+
+    def __init__(self, spec: OpcUaSpec, *, stale_after_s: float | None = None) -> None:
+        self.spec = spec
+        self.device_id = spec.device_id
+        self._check_config()
+        self.stale_after_s = (
+            stale_after_s
+            if stale_after_s is not None
+            else SILENT_INTERVALS * spec.publishing_interval_s + spec.request_timeout_s
+        )
+        self.last_error: DriverError | None = None
+        self.subscription_recreations = 0
+        self._state = DriverState.DISCONNECTED
+        self._client: Client | None = None
+        self._nodes: dict[OpcUaNodeRef, ua.NodeId] = {}
+        self._missing: dict[OpcUaNodeRef, str] = {}
+        self._subscription: ScalarSubscription | None = None
+        self._namespaces: list[str] = []
+
+    def _check_config(self) -> None:
+        for point in self.spec.points:
+            check_node_ref(
+                point.node, device=self.device_id, where=f"points.{point.name}"
+            )
+        for waveform in self.spec.waveforms:
+            where = f"waveforms.{waveform.name}"
+            for role, ref in self._waveform_refs(waveform).items():
+                check_node_ref(ref, device=self.device_id, where=f"{where}.{role}")
+        check_security(self.spec)
+
+    @staticmethod
+    def _waveform_refs(waveform: OpcUaWaveformSpec) -> dict[str, OpcUaNodeRef]:
+        refs = {"samples": waveform.samples, "sample_rate": waveform.sample_rate}
+        if waveform.rpm is not None:
+            refs["rpm"] = waveform.rpm
+        if waveform.sequence is not None:
+            refs["sequence"] = waveform.sequence
+        return refs
+
+    # --- state -------------------------------------------------------------------
+
+    @property
+    def state(self) -> DriverState:
+        """The connection state, ``disconnected`` as soon as a loss is seen."""
+        if self._state is DriverState.CONNECTED and self._library_lost_connection():
+            return DriverState.DISCONNECTED
+        return self._state
+
+    @property
+    def namespaces(self) -> list[str]:
+        """The server's NamespaceArray as read on the current connection."""
+        return list(self._namespaces)
+
+    def resolved_node(self, ref: OpcUaNodeRef) -> ua.NodeId | None:
+        """Return the node id ``ref`` resolved to on this connection."""
+        return self._nodes.get(ref)
+
+    def _library_lost_connection(self) -> bool:
+        # asyncua 1.2 and later watch the connection and record a loss in
+        # the client state; older versions only fail the next request.
+        library_state = getattr(self._client, "state", None)
+        value = getattr(library_state, "value", None)
+        return value in ("disconnected", "disconnecting")
+
+    # --- connect and close ----------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the session, resolve nodes and subscribe to the points.
+
+        Raises:
+            DriverTimeoutError: no session within ``connect_timeout_s``.
+            DriverConnectError: the server cannot be reached or rejected
+                the connection.
+        """
+        if self.state is DriverState.CONNECTED:
+            return
+        await self._discard_client()
+        self._state = DriverState.CONNECTING
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(self._open(), self.spec.connect_timeout_s)
+        except TimeoutError as exc:
+            await self._discard_client()
+            raise self._fail(
+                DriverTimeoutError(
+                    f"device {self.device_id!r}: connecting to "
+                    f"{self.spec.endpoint} timed out after "
+                    f"{self.spec.connect_timeout_s} s (connect_timeout)",
+                    device=self.device_id,
+                )
+            ) from exc
+        except DriverError as exc:
+            await self._discard_client()
+            raise self._fail(exc) from exc.__cause__
+        except Exception as exc:
+            await self._discard_client()
+            error = translate_error(exc, self.spec, action="connect")
+            if isinstance(error, DriverTimeoutError):
+                error = DriverConnectError(str(error), device=self.device_id)
+            raise self._fail(error) from exc
+
+        self._state = DriverState.CONNECTED
+        self.last_error = None
+        logger.info(
+            "opcua.connected",
+            extra={
+                "device": self.device_id,
+                "endpoint": self.spec.endpoint,
+                "duration_s": round(time.monotonic() - started, 3),
+                "subscribed": self._subscription is not None,
+            },
+        )
+
+    async def _open(self) -> None:
+        spec = self.spec
+        client = Client(
+            spec.endpoint,
+            timeout=spec.request_timeout_s,
+            watchdog_intervall=max(spec.request_timeout_s, 1.0),
+        )
+        client.application_uri = spec.application_uri
+        client.name = "cmagent"
+        client.description = "cmagent condition-monitoring agent"
+        if spec.max_message_size > 0:
+            client.max_messagesize = spec.max_message_size
+        if spec.username is not None:
+            client.set_user(spec.username)
+        disable_library_watchdog(client)
+        self._client = client
+
+        await apply_security(client, spec)
+        await client.connect()
+        self._namespaces = list(await client.get_namespace_array())
+        await self._resolve(client)
+        if spec.use_subscriptions:
+            await self._subscribe(client)
+
+    async def _resolve(self, client: Client) -> None:
+        refs = [point.node for point in self.spec.points]
+        for waveform in self.spec.waveforms:
+            refs.extend(self._waveform_refs(waveform).values())
+        resolution = await resolve_nodes(client, refs, self._namespaces)
+        self._nodes = resolution.found
+        self._missing = resolution.missing
+        for ref, reason in resolution.missing.items():
+            logger.warning(
+                "opcua.node_not_found",
+                extra={
+                    "device": self.device_id,
+                    "endpoint": self.spec.endpoint,
+                    "node": ref.describe(),
+                    "cause": reason,
+                },
+            )
+
+    async def _subscribe(self, client: Client) -> None:
+        node_ids = [
+            self._nodes[point.node]
+            for point in self.spec.points
+            if point.node in self._nodes
+        ]
+        if not node_ids:
+            return
+        subscription = ScalarSubscription(
+            client, node_ids, self.spec.publishing_interval_s
+        )
+        await subscription.create()
+        self._subscription = subscription
+
+    async def close(self) -> None:
+        """Close the session and the connection; safe to call at any time."""
+        await self._discard_client()
+        self._state = DriverState.DISCONNECTED
+
+    async def _discard_client(self) -> None:
+        client, self._client = self._client, None
+        self._subscription = None
+        if client is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.disconnect(), self.spec.request_timeout_s)
+        # A disconnect that timed out can leave the socket open.
+        with contextlib.suppress(Exception):
+            client.disconnect_socket()
+
+    def _fail(self, error: DriverError) -> DriverError:
+        if isinstance(error, DriverConnectError | DriverTimeoutError):
+            if self._state is not DriverState.CONNECTING:
+                logger.warning(
+                    "opcua.connection_lost",
+                    extra={
+                        "device": self.device_id,
+                        "endpoint": self.spec.endpoint,
+                        "cause": str(error),
+                    },
+                )
+            self._state = DriverState.DISCONNECTED
+        self.last_error = error
+        return error
+
+    async def _require_client(self) -> Client:
+        if self._state is DriverState.CONNECTED and self._library_lost_connection():
+            # Stop asyncua's background tasks now rather than at connect().
+            await self._discard_client()
+            self._fail(
+                DriverConnectError(
+                    f"device {self.device_id!r}: connection to "
+                    f"{self.spec.endpoint} lost",
+                    device=self.device_id,
+                )
+            )
+        if self._state is DriverState.CONNECTED and self._client is not None:
+            return self._client
+        cause = f": {self.last_error}" if self.last_error is not None else ""
+        raise DriverConnectError(
+            f"device {self.device_id!r}: not connected to {self.spec.endpoint}"
+            f"{cause}; call connect()",
+            device=self.device_id,
+        )
+
+    # --- scalar points -----------------------------------------------------------
+
+    async def read_points(self) -> list[Reading]:
+        """Return one reading per configured point, bad ones included.
+
+        With subscriptions the latest notified values are returned; a
+        silent or lost subscription is recreated first, and if that fails
+        the values are polled for this call.
+
+        Raises:
+            DriverConnectError: the connection is broken.
+            DriverTimeoutError: a request got no answer in time.
+        """
+        client = await self._require_client()
+        subscribed = self.spec.use_subscriptions and self._nodes
+        if subscribed and await self._subscription_usable(client):
+            return self._cached_readings()
+        return await self._poll(client)
+
+    async def _subscription_usable(self, client: Client) -> bool:
+        subscription = self._subscription
+        if subscription is not None:
+            limit_s = SILENT_INTERVALS * subscription.publishing_interval_s
+            silent_s = subscription.silent_for_s()
+            if subscription.lost_status is None and silent_s <= limit_s:
+                return True
+            cause = (
+                subscription.lost_status.name
+                if subscription.lost_status is not None
+                else f"silent for {silent_s:.1f} s, over {limit_s:.1f} s"
+            )
+            logger.warning(
+                "opcua.subscription_recreating",
+                extra={
+                    "device": self.device_id,
+                    "endpoint": self.spec.endpoint,
+                    "cause": cause,
+                },
+            )
+            await subscription.delete()
+            self._subscription = None
+
+        try:
+            await self._subscribe(client)
+        except Exception as exc:
+            error = translate_error(exc, self.spec, action="create subscription")
+            if isinstance(error, DriverConnectError):
+                raise self._fail(error) from exc
+            logger.warning(
+                "opcua.subscription_failed",
+                extra={
+                    "device": self.device_id,
+                    "endpoint": self.spec.endpoint,
+                    "cause": str(error),
+                },
+            )
+            return False
+        if subscription is not None:
+            self.subscription_recreations += 1
+        # Fresh subscriptions deliver initial values with their first
+        # publish; a poll bridges the wait so this call is current.
+        return False
+
+    def _cached_readings(self) -> list[Reading]:
+        assert self._subscription is not None
+        readings = []
+        for point in self.spec.points:
+            node_id = self._nodes.get(point.node)
+            if node_id is None:
+                reason = self._missing.get(point.node, "node not resolved")
+                readings.append(missing_reading(point, reason, source=self.device_id))
+                continue
+            entry = self._subscription.latest.get(node_id)
+            if entry is None:
+                readings.append(
+                    missing_reading(
+                        point, "no value received yet", source=self.device_id
+                    )
+                )
+                continue
+            reading = reading_from_value(point, entry[0], source=self.device_id)
+            age_s = self._subscription.confirmed_age_s(node_id) or 0.0
+            if age_s > self.stale_after_s:
+                reading = stale_reading(reading, age_s)
+            readings.append(reading)
+        return readings
+
+    async def _poll(self, client: Client) -> list[Reading]:
+        points = [p for p in self.spec.points if p.node in self._nodes]
+        values = await self._read_values(
+            client, [self._nodes[p.node] for p in points], action="read points"
+        )
+        by_name = {p.name: v for p, v in zip(points, values, strict=True)}
+        if self._subscription is not None:
+            for point, value in zip(points, values, strict=True):
+                self._subscription.store(self._nodes[point.node], value)
+
+        readings = []
+        for point in self.spec.points:
+            value = by_name.get(point.name)
+            if value is None:
+                reason = self._missing.get(point.node, "node not resolved")
+                readings.append(missing_reading(point, reason, source=self.device_id))
+            else:
+                readings.append(reading_from_value(point, value, source=self.device_id))
+        return readings
+
+    async def _read_values(
+        self, client: Client, node_ids: list[ua.NodeId], *, action: str, node: str = ""
+    ) -> list[ua.DataValue]:
+        if not node_ids:
+            return []
+        params = ua.ReadParameters()
+        params.NodesToRead = [
+            ua.ReadValueId(NodeId=node_id, AttributeId=ua.AttributeIds.Value)
+            for node_id in node_ids
+        ]
+        try:
+            return list(await client.uaclient.read(params))
+        except Exception as exc:
+            raise self._fail(
+                translate_error(exc, self.spec, action=action, node=node)
+            ) from exc
+
+    # --- waveforms ---------------------------------------------------------------
+
+    async def read_waveform(self, name: str) -> Waveform:
+        """Read a waveform's samples, sample rate, rpm and sequence at once.
+
+        The variables are read in one Read service call, so they belong to
+        the same capture on servers that update them together.
+
+        Raises:
+            DriverConfigError: no waveform has that name, or a node of it
+                is not on the server.
+            DriverProtocolError: the answer exceeds ``max_message_size``,
+                or the server rejected the read.
+            DriverDecodeError: the sample rate or samples are not numbers.
+            DriverConnectError: the connection is broken.
+        """
+        spec = self._waveform_spec(name)
+        client = await self._require_client()
+        refs = self._waveform_refs(spec)
+        for role, ref in refs.items():
+            if ref not in self._nodes:
+                raise DriverConfigError(
+                    f"device {self.device_id!r}: waveform {name!r} {role} node "
+                    f"{ref.describe()} not found on {self.spec.endpoint}: "
+                    f"{self._missing.get(ref, 'not resolved')}",
+                    device=self.device_id,
+                )
+
+        values = await self._read_values(
+            client,
+            [self._nodes[ref] for ref in refs.values()],
+            action=f"read waveform {name!r}",
+            node=refs["samples"].describe(),
+        )
+        by_role = dict(zip(refs, values, strict=True))
+        return self._build_waveform(spec, by_role)
+
+    def _waveform_spec(self, name: str) -> OpcUaWaveformSpec:
+        for waveform in self.spec.waveforms:
+            if waveform.name == name:
+                return waveform
+        names = [w.name for w in self.spec.waveforms]
+        raise DriverConfigError(
+            f"device {self.device_id!r}: unknown waveform {name!r}; "
+            f"expected one of {names}",
+            device=self.device_id,
+        )
+
+    def _build_waveform(
+        self, spec: OpcUaWaveformSpec, values: dict[str, ua.DataValue]
+    ) -> Waveform:
+        samples_value = values["samples"]
+        fs_hz = self._number(values["sample_rate"])
+        if fs_hz is None or not fs_hz > 0:
+            raise DriverDecodeError(
+                f"device {self.device_id!r}: waveform {spec.name!r} sample rate "
+                f"node {spec.sample_rate.describe()}: expected a positive number "
+                f"of Hz, found {fs_hz!r}",
+                device=self.device_id,
+            )
+        raw = samples_value.Value.Value if samples_value.Value is not None else None
+        try:
+            samples = np.asarray(raw if raw is not None else [], dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DriverDecodeError(
+                f"device {self.device_id!r}: waveform {spec.name!r} samples node "
+                f"{spec.samples.describe()}: expected an array of numbers, found "
+                f"{type(raw).__name__}",
+                device=self.device_id,
+            ) from exc
+        if samples.ndim != 1:
+            samples = samples.reshape(-1)
+
+        quality = quality_from_status(status_of(samples_value))
+        if quality.is_good and samples.size == 0:
+            quality = Quality.bad(QualityReason.DECODE_ERROR, "empty sample array")
+        sequence = self._number(values["sequence"]) if "sequence" in values else None
+        rpm = self._number(values["rpm"]) if "rpm" in values else None
+        return Waveform(
+            asset=spec.asset,
+            point=spec.name,
+            timestamp=source_time(samples_value),
+            fs_hz=float(fs_hz),
+            samples=samples * spec.scale if spec.scale != 1.0 else samples,
+            unit=spec.unit,
+            rpm=rpm,
+            quality=quality,
+            source=self.device_id,
+            sequence=int(sequence) if sequence is not None else None,
+        )
+
+    @staticmethod
+    def _number(value: ua.DataValue) -> float | None:
+        if not status_of(value).is_good():
+            return None
+        raw = value.Value.Value if value.Value is not None else None
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            return None
+        return float(raw)
