@@ -10,10 +10,29 @@ TOML: they come from systemd credentials, the environment or a 0600 file.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from agent.units import DurationS, SizeBytes
 
@@ -23,6 +42,65 @@ Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SettingsRuleError(ValueError):
+    """A rule between fields of one table is broken.
+
+    ``problems`` holds ``(field, message)`` pairs, one per broken rule, so a
+    report can name the exact key of each problem, not only the table.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{key}: {text}" for key, text in problems))
+        self.problems = tuple(problems)
+
+
+def _raise_problems(problems: list[tuple[str, str]]) -> None:
+    if problems:
+        raise SettingsRuleError(problems)
+
+
+MODICON_TABLES: Final = {3: "input", 4: "holding"}
+"""Leading digit of a five-digit Modicon register number and its table."""
+
+REGISTER_COUNTS: Final = {
+    "int16": 1,
+    "uint16": 1,
+    "bool": 1,
+    "int32": 2,
+    "uint32": 2,
+    "float32": 2,
+    "int64": 4,
+    "uint64": 4,
+    "float64": 4,
+}
+"""Registers each fixed-size type occupies; strings need an explicit count."""
+
+_BARE_NAMESPACE_INDEX: Final = re.compile(r"(?:^|;)\s*ns=(\d+)\s*;")
+
+
+def modicon_offset(address: int) -> tuple[str, int] | None:
+    """Return ``(table, offset)`` for a Modicon register number, else None.
+
+    30001-39999 are input registers and 40001-49999 holding registers; the
+    offset is the number minus 30001 or 40001.
+    """
+    table = MODICON_TABLES.get(address // 10_000)
+    if table is None or address % 10_000 == 0:
+        return None
+    return table, address % 10_000 - 1
+
+
+def _check_range(range_: tuple[float, float] | None) -> list[tuple[str, str]]:
+    if range_ is not None and not range_[0] < range_[1]:
+        return [
+            (
+                "range",
+                f"expected [low, high] with low < high, found {list(range_)!r}",
+            )
+        ]
+    return []
 
 
 # --- points and waveforms (inline in a device or in a device profile) -------
@@ -37,10 +115,18 @@ class ModbusPointSettings(StrictModel):
     """
 
     table: Literal["holding", "input", "coil", "discrete_input"] = "holding"
-    address: int = Field(ge=0)
+    address: int = Field(ge=0, le=65535)
     type: Literal[
-        "int16", "uint16", "int32", "uint32", "int64", "uint64",
-        "float32", "float64", "bool", "string",
+        "int16",
+        "uint16",
+        "int32",
+        "uint32",
+        "int64",
+        "uint64",
+        "float32",
+        "float64",
+        "bool",
+        "string",
     ] = "uint16"
     count: int | None = Field(default=None, ge=1, le=125)
     byte_order: Literal["big", "little"] = "big"
@@ -51,6 +137,90 @@ class ModbusPointSettings(StrictModel):
     unit: str = ""
     range: tuple[float, float] | None = None
     asset: Identifier | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _convert_modicon_address(cls, data: Any) -> Any:
+        # A register table stated explicitly and different from the one the
+        # number implies means the number is a real offset; keep it.
+        if not isinstance(data, Mapping):
+            return data
+        address = data.get("address")
+        if not isinstance(address, int) or isinstance(address, bool):
+            return data
+        converted = modicon_offset(address)
+        if converted is None or data.get("table", converted[0]) != converted[0]:
+            return data
+        return {**data, "table": converted[0], "address": converted[1]}
+
+    @model_validator(mode="after")
+    def _check_layout(self) -> ModbusPointSettings:
+        problems = _check_range(self.range)
+        bit_table = self.table in ("coil", "discrete_input")
+        if bit_table and self.type != "bool":
+            problems.append(
+                (
+                    "type",
+                    f"a {self.table} holds single bits, so expected type = 'bool', "
+                    f"found {self.type!r}",
+                )
+            )
+        if self.bit is not None and (bit_table or self.type != "bool"):
+            problems.append(
+                (
+                    "bit",
+                    "bit selects one bit of a register and needs type = 'bool' in "
+                    f"a holding or input table, found type = {self.type!r} in "
+                    f"table = {self.table!r}",
+                )
+            )
+        problems += self._check_count()
+        _raise_problems(problems)
+        return self
+
+    def _check_count(self) -> list[tuple[str, str]]:
+        if self.type == "string":
+            if self.count is None:
+                return [
+                    (
+                        "count",
+                        "a string needs count = <registers> (2 characters each), "
+                        "found no count",
+                    )
+                ]
+            needed = self.count
+        elif self.table in ("coil", "discrete_input"):
+            needed = self.count or 1
+        else:
+            needed = REGISTER_COUNTS[self.type]
+            if self.count is not None and self.count != needed:
+                plural = "register" if needed == 1 else "registers"
+                return [
+                    (
+                        "count",
+                        f"{self.type} needs {needed} {plural}, found count = "
+                        f"{self.count}",
+                    )
+                ]
+        last = self.address + needed - 1
+        if last > 65535:
+            return [
+                (
+                    "address",
+                    f"expected the point to end at offset 65535 or below, found "
+                    f"address {self.address} + {needed} registers ending at {last}",
+                )
+            ]
+        return []
+
+    @property
+    def register_count(self) -> int:
+        """Registers (or bits) the point occupies."""
+        if self.count is not None:
+            return self.count
+        if self.table in ("coil", "discrete_input"):
+            return 1
+        return REGISTER_COUNTS[self.type]
 
 
 class ModbusWaveformSettings(StrictModel):
@@ -84,6 +254,34 @@ class OpcUaNodeSettings(StrictModel):
     node_id: str | None = None
     browse_path: list[str] | None = None
 
+    @model_validator(mode="after")
+    def _check_node(self) -> OpcUaNodeSettings:
+        _raise_problems(self._node_problems())
+        return self
+
+    def _node_problems(self) -> list[tuple[str, str]]:
+        if (self.node_id is None) == (self.browse_path is None):
+            found = "both" if self.node_id is not None else "neither"
+            return [
+                (
+                    "node_id",
+                    f"expected exactly one of node_id or browse_path, found {found}",
+                )
+            ]
+        if self.browse_path is not None and not self.browse_path:
+            return [("browse_path", "expected at least one name, found []")]
+        match = _BARE_NAMESPACE_INDEX.search(self.node_id or "")
+        if match and match.group(1) != "0":
+            return [
+                (
+                    "node_id",
+                    f"namespace indexes can change when the server restarts, found "
+                    f"{self.node_id!r}; write nsu=<namespace URI>;... or use "
+                    "browse_path",
+                )
+            ]
+        return []
+
 
 class OpcUaPointSettings(OpcUaNodeSettings):
     unit: str = ""
@@ -91,6 +289,9 @@ class OpcUaPointSettings(OpcUaNodeSettings):
     offset: float = 0.0
     range: tuple[float, float] | None = None
     asset: Identifier | None = None
+
+    def _node_problems(self) -> list[tuple[str, str]]:
+        return super()._node_problems() + _check_range(self.range)
 
 
 class OpcUaWaveformSettings(StrictModel):
@@ -116,7 +317,7 @@ class DeviceCommon(StrictModel):
     """
 
     asset: Identifier
-    profile: str | None = None
+    profile: Identifier | None = None
     enabled: bool = True
     poll_interval: DurationS = 1.0
     waveform_interval: DurationS = 60.0
@@ -175,6 +376,39 @@ class OpcUaDeviceSettings(DeviceCommon):
     points: dict[Identifier, OpcUaPointSettings] = {}
     waveforms: dict[Identifier, OpcUaWaveformSettings] = {}
 
+    @model_validator(mode="after")
+    def _check_security(self) -> OpcUaDeviceSettings:
+        problems: list[tuple[str, str]] = []
+        if self.security_policy == "None":
+            if self.security_mode != "None":
+                problems.append(
+                    (
+                        "security_mode",
+                        "security_policy = 'None' needs security_mode = 'None', "
+                        f"found {self.security_mode!r}",
+                    )
+                )
+        else:
+            if self.security_mode == "None":
+                problems.append(
+                    (
+                        "security_mode",
+                        f"{self.security_policy} needs 'Sign' or 'SignAndEncrypt', "
+                        "found 'None'",
+                    )
+                )
+            for key in ("certificate", "private_key"):
+                if getattr(self, key) is None:
+                    problems.append(
+                        (
+                            key,
+                            f"{self.security_policy} needs {key} = <file path>, "
+                            "found none",
+                        )
+                    )
+        _raise_problems(problems)
+        return self
+
 
 DeviceSettings = Annotated[
     ModbusTcpDeviceSettings | ModbusRtuDeviceSettings | OpcUaDeviceSettings,
@@ -229,6 +463,20 @@ class AssetSettings(StrictModel):
     envelope_band_hz: tuple[float, float] | None = None
     oil: OilLimitsSettings | None = None
     thresholds: dict[Identifier, ThresholdSettings] = {}
+
+    @model_validator(mode="after")
+    def _check_bearing(self) -> AssetSettings:
+        if self.bearing is not None and self.bearing_geometry is not None:
+            _raise_problems(
+                [
+                    (
+                        "bearing_geometry",
+                        f"expected bearing or bearing_geometry, found both (bearing = "
+                        f"{self.bearing!r})",
+                    )
+                ]
+            )
+        return self
 
 
 class HealthSettings(StrictModel):
@@ -342,3 +590,171 @@ class AgentSettingsModel(StrictModel):
     mqtt: MqttSettings = MqttSettings()
     uplink: UplinkSettings = UplinkSettings()
     logging: LoggingSettings = LoggingSettings()
+
+
+# --- loading ---------------------------------------------------------------
+
+SECRET_KEYS: Final = frozenset({"token", "password"})
+"""Keys that hold secrets; they are accepted from the environment only."""
+
+
+@dataclass(frozen=True, slots=True)
+class _SourceData:
+    toml: Mapping[str, Any]
+    environ: Mapping[str, str] | None
+
+
+_SOURCE_DATA: ContextVar[_SourceData | None] = ContextVar(
+    "cmagent_settings_source_data", default=None
+)
+
+
+@contextmanager
+def settings_sources(
+    toml: Mapping[str, Any], environ: Mapping[str, str] | None
+) -> Iterator[None]:
+    """Make ``Settings()`` read ``toml`` and ``environ`` within the block.
+
+    ``environ`` None means ``os.environ``.
+    """
+    token = _SOURCE_DATA.set(_SourceData(toml=toml, environ=environ))
+    try:
+        yield
+    finally:
+        _SOURCE_DATA.reset(token)
+
+
+class _TomlDataSource(PydanticBaseSettingsSource):
+    """The already parsed TOML document given to :func:`settings_sources`."""
+
+    def get_field_value(
+        self, field: FieldInfo, field_name: str
+    ) -> tuple[Any, str, bool]:
+        data = _SOURCE_DATA.get()
+        value = None if data is None else data.toml.get(field_name)
+        return value, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data = _SOURCE_DATA.get()
+        return {} if data is None else dict(data.toml)
+
+
+class EnvironSource(EnvSettingsSource):
+    """``CMAGENT_`` variables from a given mapping instead of ``os.environ``."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        environ = self._environ
+        if environ is None:
+            data = _SOURCE_DATA.get()
+            environ = None if data is None else data.environ
+        if environ is None:
+            return super()._load_env_vars()
+        return {name.lower(): value for name, value in environ.items()}
+
+
+class Settings(AgentSettingsModel, BaseSettings):
+    """The configuration with every source applied.
+
+    Build it with :func:`load_settings`. ``settings_warnings`` lists
+    problems that do not stop the agent, such as a ``CMAGENT_`` variable
+    that matches no setting. ``config_path`` is the TOML file it came from.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="CMAGENT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+    _config_path: Path | None = PrivateAttr(default=None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            EnvironSource(settings_cls),
+            _TomlDataSource(settings_cls),
+        )
+
+    @property
+    def settings_warnings(self) -> list[str]:
+        """Warnings found while loading, one line each."""
+        return list(self._warnings)
+
+    @property
+    def config_path(self) -> Path | None:
+        return self._config_path
+
+    @property
+    def config_dir(self) -> Path:
+        """Directory relative paths in the configuration start from."""
+        if self._config_path is None:
+            return Path.cwd()
+        return self._config_path.parent
+
+
+def expand_dotted_keys(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn ``{"mqtt.host": "x"}`` into ``{"mqtt": {"host": "x"}}``."""
+    expanded: dict[str, Any] = {}
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        table = expanded
+        for parent in parents:
+            table = table.setdefault(parent, {})
+        if isinstance(value, Mapping) and isinstance(table.get(leaf), dict):
+            table[leaf].update(expand_dotted_keys(value))
+        elif isinstance(value, Mapping):
+            table[leaf] = expand_dotted_keys(value)
+        else:
+            table[leaf] = value
+    return expanded
+
+
+def load_settings(
+    path: Path | None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Load, validate and cross-check the configuration.
+
+    Args:
+        path: The TOML file, or None for defaults and environment only.
+        overrides: Values that beat every other source, nested or with
+            dotted keys (``{"mqtt.host": "127.0.0.1"}``).
+        environ: Environment variables; None means ``os.environ``.
+
+    Raises:
+        ConfigError: with ``problems`` listing every problem found, in the
+            file, its device profiles or the environment.
+    """
+    from agent.config_check import inspect_config
+    from agent.errors import ConfigError
+
+    report = inspect_config(path, overrides=overrides, environ=environ)
+    if report.settings is None or report.problems:
+        lines = [str(problem) for problem in report.problems]
+        noun = "problem" if len(lines) == 1 else "problems"
+        where = str(path) if path is not None else "the environment"
+        raise ConfigError(
+            f"invalid configuration in {where}: {len(lines)} {noun}", lines
+        )
+    return report.settings

@@ -1,0 +1,450 @@
+"""Validation of a whole configuration: file, device profiles, environment.
+
+:func:`inspect_config` collects every problem at once, each with its file,
+line and key path, so a technician can fix them all in one pass.
+``cmagent check-config`` prints its report and ``load_settings`` raises
+``ConfigError`` from it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from agent.config_errors import (
+    KeyPath,
+    Problem,
+    field_names,
+    format_key_path,
+    pop_secret_keys,
+    problems_from_validation,
+    read_toml,
+    resolve_path,
+    suggest,
+)
+from agent.profiles import (
+    PROTOCOL_OF_DRIVER,
+    LoadedProfile,
+    find_profile,
+    merge_profile,
+    profile_search_dirs,
+    read_profile,
+)
+from agent.settings import (
+    EnvironSource,
+    Settings,
+    expand_dotted_keys,
+    modicon_offset,
+    settings_sources,
+)
+from agent.toml_locator import TomlLocator
+
+ENV_PREFIX = "CMAGENT_"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigReport:
+    """What :func:`inspect_config` found.
+
+    ``settings`` is None when the configuration could not be validated.
+    ``notes`` are conversions worth knowing about (not errors) and
+    ``warnings`` are problems that do not stop the agent.
+    """
+
+    settings: Settings | None
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    point_count: int = 0
+    waveform_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.settings is not None and not self.problems
+
+    def summary(self) -> str:
+        """Return the one-line summary of a valid configuration."""
+        settings = self.settings
+        counts = [
+            (len(settings.devices) if settings else 0, "device"),
+            (len(settings.assets) if settings else 0, "asset"),
+            (self.point_count, "point"),
+            (self.waveform_count, "waveform"),
+        ]
+        parts = [f"{n} {noun}{'' if n == 1 else 's'}" for n, noun in counts]
+        return "config OK: " + ", ".join(parts)
+
+
+# --- environment -------------------------------------------------------------
+
+
+def _is_leaf(annotations: Sequence[Any]) -> bool:
+    return (
+        bool(annotations)
+        and not field_names(annotations)
+        and all(
+            getattr(annotation, "__origin__", None) is not dict
+            for annotation in annotations
+        )
+    )
+
+
+def _setting_path(name: str) -> list[Any]:
+    parts = name.lower().split("__")
+    if not all(parts):
+        return []
+    return resolve_path(Settings, parts)
+
+
+def _respell(name: str) -> str | None:
+    """Find the setting a variable meant when it used ``_`` for ``__``."""
+    # Only lone underscores are candidates; at most 10 keep this at 1023 tries.
+    singles = [match.start() for match in re.finditer(r"(?<!_)_(?!_)", name)][:10]
+    best: tuple[bool, int, str] | None = None
+    for size in range(1, len(singles) + 1):
+        for chosen in itertools.combinations(singles, size):
+            chars = list(name)
+            for index in chosen:
+                chars[index] = "__"
+            candidate = "".join(chars)
+            annotations = _setting_path(candidate)
+            if not annotations:
+                continue
+            rank = (not _is_leaf(annotations), size, candidate)
+            best = rank if best is None or rank < best else best
+    return None if best is None else ENV_PREFIX + best[2].upper()
+
+
+def environment_warnings(environ: Mapping[str, str]) -> list[str]:
+    """Warn about each ``CMAGENT_`` variable that matches no setting.
+
+    Variables without the prefix are ignored. A variable that would match
+    with ``__`` in place of a ``_`` gets that spelling as a suggestion.
+    """
+    warnings = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :]
+        if _setting_path(rest):
+            continue
+        message = f"environment variable {name} matches no setting"
+        suggestion = _respell(rest)
+        if suggestion:
+            message += f"; did you mean {suggestion}? ('__' separates nested keys)"
+        else:
+            message += (
+                "; expected CMAGENT_ followed by the key path in capitals with "
+                "'__' between keys, as in CMAGENT_MQTT__HOST"
+            )
+        warnings.append(message)
+    return warnings
+
+
+# --- locating problems ---------------------------------------------------------
+
+
+def _env_variable(env_data: Mapping[str, Any], path: KeyPath) -> str | None:
+    """Return the variable that set ``path``, if the environment set it."""
+    node: Any = env_data
+    for depth, key in enumerate(path):
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+        if not isinstance(node, Mapping):
+            return ENV_PREFIX + "__".join(str(k) for k in path[: depth + 1]).upper()
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Locate:
+    source: str
+    locator: TomlLocator
+    env_data: Mapping[str, Any]
+
+    def __call__(self, path: KeyPath) -> tuple[str, int | None]:
+        if not self.locator.has(path):
+            variable = _env_variable(self.env_data, path)
+            if variable is not None:
+                return f"environment {variable}", None
+        return self.source, self.locator.line_of(path)
+
+    def problem(self, path: KeyPath, message: str) -> Problem:
+        source, line = self(path)
+        return Problem(
+            source=source, line=line, key_path=format_key_path(path), message=message
+        )
+
+
+# --- the check ---------------------------------------------------------------
+
+
+def inspect_config(
+    path: Path | None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ConfigReport:
+    """Validate a configuration file with its profiles and environment.
+
+    Args:
+        path: The TOML file; None checks defaults and environment only.
+        overrides: Values that beat every other source.
+        environ: Environment variables; None means ``os.environ``.
+
+    Returns:
+        The report, with the validated settings when there was no problem.
+    """
+    environ = dict(os.environ) if environ is None else dict(environ)
+    warnings = environment_warnings(environ)
+    text, data = "", {}
+    if path is not None:
+        parsed = read_toml(path)
+        if isinstance(parsed, Problem):
+            return ConfigReport(settings=None, problems=[parsed], warnings=warnings)
+        text, data = parsed
+    locate = _Locate(
+        source=str(path) if path else "configuration",
+        locator=TomlLocator(text),
+        env_data=EnvironSource(Settings, environ)(),
+    )
+    problems = [locate.problem(key, message) for key, message in pop_secret_keys(data)]
+
+    settings: Settings | None = None
+    try:
+        with settings_sources(data, environ):
+            settings = Settings(**expand_dotted_keys(overrides or {}))
+    except ValidationError as exc:
+        problems += problems_from_validation(exc, Settings, locate)
+
+    config_dir = path.parent if path else Path.cwd()
+    profiles, profile_problems = _load_profiles(settings, data, config_dir, locate)
+    problems += profile_problems
+    notes = _modicon_notes(data, locate, profiles)
+    if settings is None:
+        return ConfigReport(
+            settings=None,
+            problems=_in_file_order(problems, locate.source),
+            notes=notes,
+            warnings=warnings,
+        )
+
+    problems += _cross_check(settings, profiles, locate)
+    problems = _in_file_order(problems, locate.source)
+    object.__setattr__(settings, "_config_path", path)
+    settings._warnings.extend(warnings)
+    merged = [
+        merge_profile(device, _profile_model(profiles.get(device_id)))
+        for device_id, device in settings.devices.items()
+    ]
+    return ConfigReport(
+        settings=settings,
+        problems=problems,
+        notes=notes,
+        warnings=warnings,
+        point_count=sum(len(points) for points, _ in merged),
+        waveform_count=sum(len(waveforms) for _, waveforms in merged),
+    )
+
+
+def _in_file_order(problems: list[Problem], main_source: str) -> list[Problem]:
+    """Sort problems by line, the configuration file's before other sources."""
+    return sorted(
+        problems,
+        key=lambda p: (p.source != main_source, p.source, p.line or 0),
+    )
+
+
+def _profile_model(loaded: LoadedProfile | None) -> Any:
+    return None if loaded is None else loaded.profile
+
+
+def _device_tables(
+    settings: Settings | None, data: Mapping[str, Any]
+) -> dict[str, tuple[Any, Any]]:
+    """Return ``{device: (profile name, driver)}`` from settings or raw TOML."""
+    if settings is not None:
+        return {
+            name: (device.profile, device.driver)
+            for name, device in settings.devices.items()
+        }
+    devices = data.get("devices")
+    if not isinstance(devices, Mapping):
+        return {}
+    return {
+        name: (table.get("profile"), table.get("driver"))
+        for name, table in devices.items()
+        if isinstance(table, Mapping)
+    }
+
+
+def _load_profiles(
+    settings: Settings | None,
+    data: Mapping[str, Any],
+    config_dir: Path,
+    locate: _Locate,
+) -> tuple[dict[str, LoadedProfile], list[Problem]]:
+    """Read each device's profile once, even when several devices share it."""
+    if settings is not None:
+        profile_dirs: Sequence[Any] = settings.gateway.profile_dirs
+    else:
+        raw = data.get("gateway", {}).get("profile_dirs", [])
+        profile_dirs = [d for d in raw if isinstance(d, str)]
+    search_dirs = profile_search_dirs(config_dir, [Path(d) for d in profile_dirs])
+
+    by_path: dict[Path, LoadedProfile] = {}
+    loaded: dict[str, LoadedProfile] = {}
+    problems: list[Problem] = []
+    for device_id, (name, driver) in _device_tables(settings, data).items():
+        if not isinstance(name, str):
+            continue
+        key = ("devices", device_id, "profile")
+        path = find_profile(name, search_dirs)
+        if path is None:
+            searched = ", ".join(str(d) for d in search_dirs)
+            problems.append(
+                locate.problem(key, f"profile {name!r} not found; searched {searched}")
+            )
+            continue
+        if path not in by_path:
+            by_path[path] = read_profile(path)
+            problems += by_path[path].problems
+        profile = by_path[path]
+        expected = PROTOCOL_OF_DRIVER.get(driver)
+        protocol = profile.profile.profile.protocol if profile.profile else None
+        if protocol and expected and protocol != expected:
+            problems.append(
+                locate.problem(
+                    key,
+                    f"driver {driver!r} needs a profile with protocol "
+                    f"{expected!r}, found {protocol!r} "
+                    f"in {path}",
+                )
+            )
+        loaded[device_id] = profile
+    return loaded, problems
+
+
+def _modicon_notes(
+    data: Mapping[str, Any], locate: _Locate, profiles: Mapping[str, LoadedProfile]
+) -> list[Problem]:
+    """Note each Modicon register number that was converted to an offset."""
+    notes: list[Problem] = []
+    devices = data.get("devices")
+    for device_id, table in devices.items() if isinstance(devices, Mapping) else ():
+        prefix = ("devices", device_id)
+        for path, text in _point_notes(table, prefix):
+            notes.append(locate.problem(path, text))
+    seen: set[Path] = set()
+    for profile in profiles.values():
+        if profile.path in seen:
+            continue
+        seen.add(profile.path)
+        for path, text in _point_notes(profile.data, ()):
+            notes.append(
+                Problem(
+                    source=str(profile.path),
+                    line=profile.line_of(path),
+                    key_path=format_key_path(path),
+                    message=text,
+                )
+            )
+    return notes
+
+
+def _point_notes(table: Any, prefix: KeyPath) -> list[tuple[KeyPath, str]]:
+    points = table.get("points") if isinstance(table, Mapping) else None
+    if not isinstance(points, Mapping):
+        return []
+    found = []
+    for name, point in points.items():
+        if not isinstance(point, Mapping):
+            continue
+        address = point.get("address")
+        if not isinstance(address, int) or isinstance(address, bool):
+            continue
+        converted = modicon_offset(address)
+        if converted is None or point.get("table", converted[0]) != converted[0]:
+            continue
+        register_table, offset = converted
+        found.append(
+            (
+                (*prefix, "points", name, "address"),
+                f"note: {address} is a Modicon {register_table}-register number; "
+                f"using {register_table} offset {offset}",
+            )
+        )
+    return found
+
+
+# --- cross-checks ------------------------------------------------------------
+
+
+def _bearing_catalogue() -> set[str] | None:
+    # TODO: check `bearing` against the dsp.bearings catalogue once that
+    # module exists; until then any bearing name is accepted.
+    return None
+
+
+def _cross_check(
+    settings: Settings, profiles: Mapping[str, LoadedProfile], locate: _Locate
+) -> list[Problem]:
+    """Check references between tables: assets, rpm points, bearings."""
+    problems: list[Problem] = []
+    assets = list(settings.assets)
+    choices = ", ".join(repr(a) for a in assets) or "none are defined"
+
+    def check_asset(path: KeyPath, asset: str) -> None:
+        if asset not in settings.assets:
+            problems.append(
+                locate.problem(
+                    path,
+                    f"unknown asset {asset!r}; expected one of the [assets] "
+                    f"tables ({choices}){suggest(asset, assets)}",
+                )
+            )
+
+    points_of_asset: dict[str, list[str]] = {}
+    for device_id, device in settings.devices.items():
+        check_asset(("devices", device_id, "asset"), device.asset)
+        points, waveforms = merge_profile(
+            device, _profile_model(profiles.get(device_id))
+        )
+        for kind, entries in (("points", points), ("waveforms", waveforms)):
+            for name, entry in entries.items():
+                if entry.asset is not None:
+                    path = ("devices", device_id, kind, name, "asset")
+                    check_asset(path, entry.asset)
+        for name, point in points.items():
+            points_of_asset.setdefault(point.asset or device.asset, []).append(name)
+
+    catalogue = _bearing_catalogue()
+    for asset_id, asset in settings.assets.items():
+        own = points_of_asset.get(asset_id, [])
+        if asset.rpm_point is not None and asset.rpm_point not in own:
+            problems.append(
+                locate.problem(
+                    ("assets", asset_id, "rpm_point"),
+                    f"expected a point of asset {asset_id!r} "
+                    f"({', '.join(map(repr, own)) or 'it has none'}), found "
+                    f"{asset.rpm_point!r}{suggest(asset.rpm_point, own)}",
+                )
+            )
+        bearing = asset.bearing
+        if catalogue is not None and bearing is not None and bearing not in catalogue:
+            problems.append(
+                locate.problem(
+                    ("assets", asset_id, "bearing"),
+                    f"unknown bearing {asset.bearing!r}; expected one of "
+                    f"{', '.join(sorted(catalogue))} or a [bearing_geometry] "
+                    f"table{suggest(asset.bearing, sorted(catalogue))}",
+                )
+            )
+    return problems

@@ -1,0 +1,348 @@
+"""Configuration problems: records, schema look-ups and readable messages.
+
+A :class:`Problem` is one line of ``check-config`` output. This module turns
+pydantic validation errors into problems whose key path is the one a
+technician wrote (the discriminator tag pydantic inserts is removed) and
+whose message says what was expected and what was found, with a "did you
+mean" for a misspelled key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from inspect import isclass
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import BaseModel, ValidationError
+
+from agent.settings import SECRET_KEYS, SettingsRuleError
+
+KeyPath = tuple[str | int, ...]
+Locate = Callable[[KeyPath], tuple[str, int | None]]
+"""Maps a key path to the source (file or variable) and line it came from."""
+
+_TYPE_NAMES: Final = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+    "list_type": "an array",
+    "tuple_type": "an array",
+    "path_type": "a file path",
+}
+_BOUNDS: Final = {
+    "greater_than": ">",
+    "greater_than_equal": ">=",
+    "less_than": "<",
+    "less_than_equal": "<=",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """One problem (or note) at a place in a configuration source."""
+
+    source: str
+    line: int | None = None
+    column: int | None = None
+    key_path: str = ""
+    message: str
+
+    def __str__(self) -> str:
+        where = self.source
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        if self.key_path:
+            return f"{where}: {self.key_path}: {self.message}"
+        return f"{where}: {self.message}"
+
+
+def format_key_path(path: Sequence[str | int]) -> str:
+    """Return ``devices.pump1.range[1]`` for ``("devices", "pump1", "range", 1)``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+def suggest(word: str, candidates: Sequence[str]) -> str:
+    """Return ``"; did you mean 'x'?"`` for a close match, else ``""``."""
+    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {matches[0]!r}?" if matches else ""
+
+
+# --- the schema, walked by key path ------------------------------------------
+
+
+def _members(annotation: Any) -> list[Any]:
+    """Flatten Annotated and unions into plain member types, None removed."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        members: list[Any] = []
+        for arg in typing.get_args(annotation):
+            members += _members(arg)
+        return members
+    if annotation is type(None):
+        return []
+    return [annotation]
+
+
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    return [
+        member
+        for member in _members(annotation)
+        if isclass(member) and issubclass(member, BaseModel)
+    ]
+
+
+def child_annotations(annotation: Any, key: str | int) -> list[Any]:
+    """Return the annotations a value at ``key`` below ``annotation`` may have."""
+    children: list[Any] = []
+    for member in _members(annotation):
+        origin = typing.get_origin(member)
+        if isclass(member) and issubclass(member, BaseModel):
+            field = member.model_fields.get(key) if isinstance(key, str) else None
+            if field is not None:
+                children.append(field.annotation)
+        elif origin is dict:
+            children.append(typing.get_args(member)[1])
+        elif origin in (list, tuple) and isinstance(key, int):
+            children.append(typing.get_args(member)[0])
+    return children
+
+
+def resolve_path(root: Any, path: Sequence[str | int]) -> list[Any]:
+    """Return the annotations at ``path`` below ``root``; [] when invalid."""
+    current = [root]
+    for key in path:
+        current = [child for ann in current for child in child_annotations(ann, key)]
+        if not current:
+            return []
+    return current
+
+
+def field_names(annotations: Sequence[Any]) -> list[str]:
+    """Return the field names of every model among ``annotations``."""
+    names: dict[str, None] = {}
+    for annotation in annotations:
+        for model in _models(annotation):
+            names.update(dict.fromkeys(model.model_fields))
+    return list(names)
+
+
+def _union_tags(annotations: Sequence[Any]) -> set[str]:
+    """Return the tags of a discriminated union: one-value Literal fields."""
+    models = [model for ann in annotations for model in _models(ann)]
+    if len(models) < 2:
+        return set()
+    tags: set[str] = set()
+    for model in models:
+        for info in model.model_fields.values():
+            if typing.get_origin(info.annotation) is typing.Literal:
+                values = typing.get_args(info.annotation)
+                if len(values) == 1 and isinstance(values[0], str):
+                    tags.add(values[0])
+    return tags
+
+
+def clean_loc(root: Any, loc: Sequence[str | int]) -> KeyPath:
+    """Drop what pydantic adds to a location but nobody writes in TOML.
+
+    That is a discriminated union's tag (``devices.pump1.modbus_tcp.port``
+    becomes ``devices.pump1.port``) and the ``[key]`` marker of an invalid
+    dictionary key.
+    """
+    cleaned: list[str | int] = []
+    current = [root]
+    for key in loc:
+        if key == "[key]":
+            break
+        if key in _union_tags(current):
+            continue
+        children = [c for ann in current for c in child_annotations(ann, key)]
+        cleaned.append(key)
+        current = children
+    return tuple(cleaned)
+
+
+# --- messages ----------------------------------------------------------------
+
+
+def _found(value: Any) -> str:
+    """Show a scalar with ``!r``; never echo a table or array whole."""
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return f"an array of {len(value)} items"
+    return repr(value)
+
+
+def _message(error: Any, root: Any, path: KeyPath) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    found = _found(error.get("input"))
+    if kind == "missing":
+        return "missing required key"
+    if kind == "extra_forbidden":
+        candidates = field_names(resolve_path(root, path[:-1]))
+        return f"unknown key {path[-1]!r}" + suggest(str(path[-1]), candidates)
+    if kind == "union_tag_invalid":
+        return (
+            f"unknown {ctx['discriminator'].strip(chr(39))} {ctx['tag']!r}; "
+            f"expected one of {ctx['expected_tags']}"
+        )
+    if kind == "union_tag_not_found":
+        tags = sorted(_union_tags(resolve_path(root, path[:-1])))
+        return f"missing required key; expected one of {', '.join(map(repr, tags))}"
+    if kind == "literal_error":
+        return f"expected {ctx['expected']}, found {found}"
+    if kind in _TYPE_NAMES:
+        return f"expected {_TYPE_NAMES[kind]}, found {found}"
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        return f"expected a value {_BOUNDS[kind]} {bound}, found {found}"
+    if kind == "string_pattern_mismatch":
+        return (
+            "expected a name of letters, digits, '_', '.' and '-' "
+            f"(at most 64 characters), found {found}"
+        )
+    if kind in ("too_short", "too_long"):
+        length = ctx.get("max_length") or ctx.get("min_length")
+        return f"expected {length} items, found {found}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return f"{error['msg'][0].lower()}{error['msg'][1:]}, found {found}"
+
+
+def problems_from_validation(
+    exc: ValidationError, root: Any, locate: Locate
+) -> list[Problem]:
+    """Convert every error of ``exc`` into a :class:`Problem`.
+
+    A :class:`SettingsRuleError` becomes one problem per broken rule, keyed
+    to the field the rule names. Values at secret keys are never shown.
+    """
+    problems: list[Problem] = []
+    for error in exc.errors():
+        path = clean_loc(root, error["loc"])
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            path += (error["ctx"]["discriminator"].strip("'"),)
+        if path and path[-1] in SECRET_KEYS:
+            error = {**error, "input": "***"}
+        rule_error = (error.get("ctx") or {}).get("error")
+        if isinstance(rule_error, SettingsRuleError):
+            pairs = [((*path, key), text) for key, text in rule_error.problems]
+        else:
+            pairs = [(path, _message(error, root, path))]
+        for key_path, text in pairs:
+            source, line = locate(key_path)
+            problems.append(
+                Problem(
+                    source=source,
+                    line=line,
+                    key_path=format_key_path(key_path),
+                    message=text,
+                )
+            )
+    return problems
+
+
+# --- reading TOML ------------------------------------------------------------
+
+_TOML_POSITION: Final = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+def read_toml(path: Path) -> tuple[str, dict[str, Any]] | Problem:
+    """Read and parse a TOML file, or return the problem that stopped it.
+
+    A syntax error is reported at its line and column as ``tomllib``
+    gives them.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return Problem(source=str(path), message=f"cannot read file: {exc.strerror}")
+    except UnicodeDecodeError as exc:
+        return Problem(
+            source=str(path),
+            message=f"expected UTF-8 text, found byte {exc.object[exc.start]:#04x}",
+        )
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = _TOML_POSITION.search(message)
+        line = int(match.group(1)) if match else None
+        column = int(match.group(2)) if match else None
+        if match:
+            message = message[: match.start()]
+        return Problem(
+            source=str(path),
+            line=line,
+            column=column,
+            message=f"syntax error: {message}",
+        )
+
+
+def _secret_hint(key: str) -> str:
+    if key.lower() == "password":
+        return (
+            "store the MQTT password as the systemd credential mqtt-password "
+            "($CREDENTIALS_DIRECTORY/mqtt-password), in CMAGENT_MQTT__PASSWORD "
+            "or in a password_file with mode 0600"
+        )
+    return (
+        "store the uplink token with 'cmagent token set', as the systemd "
+        "credential uplink-token ($CREDENTIALS_DIRECTORY/uplink-token) or in "
+        "CMAGENT_UPLINK__TOKEN"
+    )
+
+
+def pop_secret_keys(
+    data: dict[str, Any], path: KeyPath = ()
+) -> list[tuple[KeyPath, str]]:
+    """Remove every ``token`` or ``password`` key, at any depth, from ``data``.
+
+    Returns the path of each removed key with a message that says where the
+    secret belongs instead. The value itself is dropped unseen.
+    """
+    found: list[tuple[KeyPath, str]] = []
+    for key in list(data):
+        value = data[key]
+        if key.lower() in SECRET_KEYS:
+            del data[key]
+            found.append(
+                (
+                    (*path, key),
+                    "secrets are not accepted in configuration files; "
+                    + _secret_hint(key),
+                )
+            )
+        elif isinstance(value, dict):
+            found += pop_secret_keys(value, (*path, key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, dict):
+                    found += pop_secret_keys(item, (*path, key, index))
+    return found
