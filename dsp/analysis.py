@@ -1,0 +1,269 @@
+"""``analyse``: every indicator of one vibration waveform from one rfft."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dsp.bearings import BearingGeometry, DefectFrequencies, defect_orders
+from dsp.diagnosis import (
+    Condition,
+    Diagnosis,
+    defect_line_targets,
+    diagnose,
+    highest_target_hz,
+)
+from dsp.envelope import (
+    KURTOGRAM_MAX_SAMPLES,
+    KURTOGRAM_SEGMENT,
+    Band,
+    choose_band,
+    envelope,
+    envelope_spectrum,
+    spectral_kurtosis,
+)
+from dsp.lines import measure_lines
+from dsp.orders import Orders, order_amplitudes
+from dsp.spectrum import Spectrum, _spectrum_of_valid, clip_band, validate_waveform
+from dsp.time_domain import TimeDomain, time_domain_indicators
+from dsp.velocity import (
+    Foundation,
+    IsoGroup,
+    IsoZone,
+    acceleration_scale_m_s2,
+    iso_zone,
+    velocity_rms_mm_s,
+)
+
+IMPULSIVE_SK_MIN: Final = 0.5
+"""Band spectral kurtosis below which no localised defect is named."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MachineInfo:
+    """What the analysis needs to know about the machine.
+
+    ``iso_group`` and ``foundation`` select the ISO 20816-3 zone limits.
+    ``bearing`` enables envelope analysis and diagnosis (with a shaft
+    speed). ``envelope_band_hz`` fixes the envelope band; None lets the
+    spectral kurtosis choose it.
+    """
+
+    iso_group: IsoGroup = 2
+    foundation: Foundation = "rigid"
+    bearing: BearingGeometry | None = None
+    envelope_band_hz: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnvelopeResult:
+    """Envelope band and the rate of the envelope signal."""
+
+    band: Band
+    envelope_fs_hz: float
+    spectral_kurtosis: float
+    impulsive_threshold: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Analysis:
+    """Indicators of one waveform.
+
+    Parts that need a shaft speed or a bearing are None when those are
+    missing, and ``skipped`` maps each such part to the reason.
+    Amplitudes are in ``unit``; velocity in mm/s.
+    """
+
+    fs_hz: float
+    n_samples: int
+    unit: str
+    rpm: float | None
+    time_domain: TimeDomain
+    velocity_rms_mm_s: float
+    iso_zone: IsoZone
+    orders: Orders | None
+    defect_frequencies: DefectFrequencies | None
+    envelope: EnvelopeResult | None
+    diagnosis: Diagnosis
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        """Return plain JSON types: floats, lists, strings, None for NaN."""
+        converted = _plain(dataclasses.asdict(self))
+        assert isinstance(converted, dict)
+        return converted
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def analyse(
+    samples: NDArray[np.float64],
+    *,
+    fs_hz: float,
+    rpm: float | None = None,
+    machine: MachineInfo | None = None,
+    unit: str = "g",
+) -> Analysis:
+    """Analyse one acceleration waveform.
+
+    Parameters
+    ----------
+    samples : ndarray, shape (n,)
+        Acceleration in ``unit``, at least 256 samples.
+    fs_hz : float
+        Sample rate in Hz.
+    rpm : float or None
+        Shaft speed in revolutions per minute; None skips the orders,
+        the envelope and the diagnosis, and says so in ``skipped``.
+    machine : MachineInfo or None
+        Machine class, bearing and envelope band; None uses the defaults.
+    unit : {"g", "m/s2"}
+        Acceleration unit of ``samples``.
+
+    Returns
+    -------
+    Analysis
+
+    Raises
+    ------
+    ValueError
+        On NaN or infinite samples, fewer than 256 samples, ``fs_hz <=
+        0``, ``rpm <= 0``, an unknown unit, or an envelope band that does
+        not fit below the Nyquist rate.
+    """
+    machine = machine or MachineInfo()
+    x = validate_waveform(samples, fs_hz)
+    acceleration_scale_m_s2(unit)
+    if rpm is not None and (not math.isfinite(rpm) or rpm <= 0):
+        raise ValueError(f"rpm must be a positive number, found {rpm!r}")
+
+    mean = float(x.mean())
+    centred = x - mean
+    spectrum = _spectrum_of_valid(centred, fs_hz)
+    time_domain = time_domain_indicators(centred, mean)
+    velocity = velocity_rms_mm_s(spectrum, unit=unit)
+    zone = iso_zone(velocity, group=machine.iso_group, foundation=machine.foundation)
+
+    skipped: dict[str, str] = {}
+    orders = None
+    frequencies = None
+    if rpm is None:
+        for part in ("orders", "envelope", "diagnosis"):
+            skipped[part] = "rpm not given"
+    else:
+        orders = order_amplitudes(spectrum, rpm / 60.0)
+        if machine.bearing is None:
+            for part in ("envelope", "diagnosis"):
+                skipped[part] = "no bearing geometry given"
+        else:
+            frequencies = defect_orders(machine.bearing).in_hz(rpm / 60.0)
+
+    envelope_result = None
+    diagnosis = Diagnosis(
+        condition=Condition.UNKNOWN, confidence=0.0, evidence=(), lines=()
+    )
+    if frequencies is not None:
+        outcome = _bearing_analysis(centred, spectrum, frequencies, machine)
+        if isinstance(outcome, str):
+            skipped["envelope"] = skipped["diagnosis"] = outcome
+        else:
+            envelope_result, diagnosis = outcome
+
+    return Analysis(
+        fs_hz=float(fs_hz),
+        n_samples=x.size,
+        unit=unit,
+        rpm=None if rpm is None else float(rpm),
+        time_domain=time_domain,
+        velocity_rms_mm_s=velocity,
+        iso_zone=zone,
+        orders=orders,
+        defect_frequencies=frequencies,
+        envelope=envelope_result,
+        diagnosis=diagnosis,
+        skipped=skipped,
+    )
+
+
+def _bearing_analysis(
+    centred: NDArray[np.float64],
+    spectrum: Spectrum,
+    frequencies: DefectFrequencies,
+    machine: MachineInfo,
+) -> tuple[EnvelopeResult, Diagnosis] | str:
+    """Run the envelope analysis and diagnosis, or say why it cannot run."""
+    top_hz = highest_target_hz(frequencies)
+    sk, sk_step_hz = spectral_kurtosis(centred, spectrum.fs_hz)
+    if machine.envelope_band_hz is not None:
+        low, high = clip_band(machine.envelope_band_hz, spectrum.fs_hz, what="envelope")
+        band = Band(low_hz=low, high_hz=high, source="configured")
+    else:
+        chosen = choose_band(
+            sk,
+            sk_step_hz,
+            spectrum.fs_hz,
+            min_low_hz=2.0 * top_hz,
+            min_width_hz=top_hz,
+        )
+        if chosen is None:
+            return (
+                f"no envelope band of at least {top_hz:.0f} Hz fits between "
+                f"{2 * top_hz:.0f} Hz and the Nyquist rate "
+                f"{spectrum.fs_hz / 2:g} Hz"
+            )
+        band = chosen
+
+    band_sk = _band_mean(sk, sk_step_hz, band)
+    segments = min(centred.size, KURTOGRAM_MAX_SAMPLES) // KURTOGRAM_SEGMENT
+    # A Gaussian block's spectral kurtosis scatters by about 2 / sqrt(S)
+    # per bin over S segments, and choosing the best band picks its upper
+    # tail; eight times that keeps short blocks from naming noise a fault.
+    threshold = max(IMPULSIVE_SK_MIN, 8.0 / math.sqrt(segments))
+
+    # Zero-padding the inverse FFT keeps the envelope rate above twice
+    # the highest line even for a narrow band.
+    env = envelope(spectrum, band, min_rate_hz=2.5 * top_hz)
+    env_spectrum = envelope_spectrum(env, max_hz=1.3 * top_hz + 20.0)
+    lines = measure_lines(
+        env_spectrum.amplitude,
+        env_spectrum.resolution_hz,
+        defect_line_targets(frequencies),
+    )
+    diagnosis = diagnose(
+        lines, spectral_kurtosis=band_sk, impulsive_threshold=threshold
+    )
+    result = EnvelopeResult(
+        band=band,
+        envelope_fs_hz=env.fs_hz,
+        spectral_kurtosis=band_sk,
+        impulsive_threshold=threshold,
+    )
+    return result, diagnosis
+
+
+def _band_mean(sk: NDArray[np.float64], step_hz: float, band: Band) -> float:
+    first = max(math.ceil(band.low_hz / step_hz), 0)
+    last = min(math.floor(band.high_hz / step_hz), sk.size - 1)
+    if last < first:
+        nearest = min(round((band.low_hz + band.high_hz) / 2 / step_hz), sk.size - 1)
+        return float(sk[nearest])
+    return float(sk[first : last + 1].mean())
