@@ -119,6 +119,7 @@ class SimVibrationSensor:
         self._overall: dict[int, list[int]] = {}
         self.tears_pending = 0
         self._block_reads = 0
+        self._torn = False
         self.capture()
 
     def position(self) -> int:
@@ -140,6 +141,7 @@ class SimVibrationSensor:
         self._capture_regs = np.frombuffer(raw, dtype=">u2").astype(np.uint16)
         self.sequence = (self.sequence + 1) % 2**32
         self._block_reads = 0
+        self._torn = False
 
     def overall(self) -> dict[int, float]:
         """Return the overall values by input register address."""
@@ -183,10 +185,12 @@ class SimVibrationSensor:
 
     def block_registers(self, offset: int, count: int) -> NDArray[np.uint16]:
         """Return ``count`` registers of the sample block from ``offset``."""
-        if self.tears_pending and self._block_reads:
-            # Fault injection: a new capture lands while the block is read.
+        if self.tears_pending and self._block_reads and not self._torn:
+            # Fault injection: a new capture lands while the block is read,
+            # once per capture the client started.
             self.tears_pending -= 1
             self.capture()
+            self._torn = True
         self._block_reads += 1
         out = np.zeros(count, dtype=np.uint16)
         available = self._capture_regs[offset : offset + count]

@@ -1,0 +1,379 @@
+"""The Modbus driver against real servers on loopback: the simulator, and
+small asyncio peers that misbehave on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from drivers.backoff import Backoff
+from drivers.base import QualityReason, Reading
+from drivers.errors import DriverConnectError, DriverError, DriverProtocolError
+from drivers.modbus import ModbusDriver
+from drivers.sim import modbus_sensors as layout
+from drivers.sim.modbus_sensors import (
+    SimOilSensor,
+    SimRegisterBank,
+    SimVibrationSensor,
+)
+from drivers.sim.modbus_server import ModbusSimulator
+from drivers.sim.recordings import load_recording
+from drivers.spec import (
+    DataType,
+    Endian,
+    ModbusPointSpec,
+    ModbusTcpSpec,
+    ModbusWaveformSpec,
+    RegisterTable,
+    TransactionIdCheck,
+)
+
+B, L = Endian.BIG, Endian.LITTLE
+IR = RegisterTable.INPUT
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[ModbusSimulator]:
+    simulator = ModbusSimulator(
+        sensors=[
+            SimVibrationSensor(2, "outer_race_021_234"),
+            SimOilSensor(10),
+            SimRegisterBank(20, size=200),
+        ]
+    )
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+def tcp_spec(port: int, unit_id: int, **kwargs: object) -> ModbusTcpSpec:
+    options: dict[str, object] = {
+        "device_id": "dev",
+        "host": "127.0.0.1",
+        "port": port,
+        "unit_id": unit_id,
+        "timeout_s": 0.5,
+        "retries": 0,
+    }
+    options.update(kwargs)
+    return ModbusTcpSpec(**options)  # type: ignore[arg-type]
+
+
+def float_point(
+    name: str, address: int, byte_order: Endian = B, word_order: Endian = B
+) -> ModbusPointSpec:
+    return ModbusPointSpec(
+        name=name,
+        asset="m1",
+        address=address,
+        data_type=DataType.FLOAT32,
+        byte_order=byte_order,
+        word_order=word_order,
+    )
+
+
+ACCEL = ModbusWaveformSpec(
+    name="accel",
+    asset="m1",
+    block_address=layout.CAPTURE_BLOCK,
+    max_samples=layout.MAX_CAPTURE_LENGTH,
+    sample_count_address=layout.CAPTURE_SAMPLE_COUNT,
+    sample_rate_address=layout.CAPTURE_SAMPLE_RATE,
+    sequence_address=layout.CAPTURE_SEQUENCE,
+    ready_address=layout.CAPTURE_READY,
+    trigger_address=layout.CAPTURE_TRIGGER,
+    rpm_address=layout.CAPTURE_RPM,
+)
+
+
+async def write_bank(port: int, address: int, registers: list[int]) -> None:
+    """Store registers in the simulator's bank through a real client."""
+    from pymodbus.client import AsyncModbusTcpClient
+
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, reconnect_delay=0)
+    await client.connect()
+    result = await client.write_registers(address, registers, device_id=20)
+    client.close()
+    assert not result.isError()
+
+
+class TestByteOrders:
+    # -1.11 as float32 is 0xBF8E147B: bytes A=BF B=8E C=14 D=7B.
+    @pytest.mark.parametrize(
+        ("byte_order", "word_order", "registers"),
+        [
+            (B, B, [0xBF8E, 0x147B]),
+            (B, L, [0x147B, 0xBF8E]),
+            (L, B, [0x8EBF, 0x7B14]),
+            (L, L, [0x7B14, 0x8EBF]),
+        ],
+    )
+    async def test_float_in_each_order(
+        self,
+        sim: ModbusSimulator,
+        byte_order: Endian,
+        word_order: Endian,
+        registers: list[int],
+    ) -> None:
+        await write_bank(sim.port, 40, registers)
+        point = float_point("x", 40, byte_order, word_order)
+        driver = ModbusDriver(tcp_spec(sim.port, 20, points=(point,)))
+        await driver.connect()
+        (reading,) = await driver.read_points()
+        await driver.close()
+        assert reading.quality.is_good
+        assert reading.value == pytest.approx(-1.11, rel=1e-6)
+
+    async def test_three_floats_little_words_in_place(
+        self, sim: ModbusSimulator
+    ) -> None:
+        registers = [0x0000, 0x3F80, 0x0000, 0x4000, 0x0000, 0x4040]
+        await write_bank(sim.port, 60, registers)
+        points = tuple(float_point(f"f{i}", 60 + 2 * i, B, L) for i in range(3))
+        driver = ModbusDriver(tcp_spec(sim.port, 20, points=points))
+        await driver.connect()
+        readings = await driver.read_points()
+        await driver.close()
+        assert len(driver.requests) == 1
+        assert [r.value for r in readings] == [1.0, 2.0, 3.0]
+
+
+class TestFaults:
+    async def test_exception_code_marks_block_bad(self, sim: ModbusSimulator) -> None:
+        sim.set_exception(10, 2)
+        point = ModbusPointSpec(
+            name="t", asset="m1", table=IR, address=12, data_type=DataType.FLOAT32
+        )
+        driver = ModbusDriver(tcp_spec(sim.port, 10, points=(point,)))
+        await driver.connect()
+        (reading,) = await driver.read_points()
+        await driver.close()
+        assert reading.value is None
+        assert reading.quality.reason is QualityReason.COMM_ERROR
+        detail = reading.quality.detail
+        assert "unit 10" in detail
+        assert "function 4" in detail
+        assert "address 12" in detail
+        assert "ILLEGAL DATA ADDRESS (2)" in detail
+
+    async def test_nan_float_is_decode_error(self, sim: ModbusSimulator) -> None:
+        sim.set_garbage(10, True)
+        points = (
+            ModbusPointSpec(
+                name="water",
+                asset="m1",
+                table=IR,
+                address=10,
+                data_type=DataType.FLOAT32,
+            ),
+            ModbusPointSpec(name="code", asset="m1", table=IR, address=6),
+        )
+        driver = ModbusDriver(tcp_spec(sim.port, 10, points=points))
+        await driver.connect()
+        water, code = sorted(await driver.read_points(), key=lambda r: r.point)[::-1]
+        await driver.close()
+        assert water.point == "water"
+        assert water.value is None
+        assert water.quality.reason is QualityReason.DECODE_ERROR
+        # The ISO 4406 code is an integer register the fault leaves intact.
+        assert code.quality.is_good
+
+    async def test_out_of_range_keeps_value(self, sim: ModbusSimulator) -> None:
+        await write_bank(sim.port, 5, [500])
+        point = ModbusPointSpec(name="p", asset="m1", address=5, valid_range=(0, 100))
+        driver = ModbusDriver(tcp_spec(sim.port, 20, points=(point,)))
+        await driver.connect()
+        (reading,) = await driver.read_points()
+        await driver.close()
+        assert reading.value == 500
+        assert reading.quality.reason is QualityReason.OUT_OF_RANGE
+
+    async def test_silent_server_times_out(self, sim: ModbusSimulator) -> None:
+        sim.stop_answering(True)
+        point = ModbusPointSpec(name="p", asset="m1", address=5)
+        driver = ModbusDriver(tcp_spec(sim.port, 20, timeout_s=0.3, points=(point,)))
+        await driver.connect()
+        (reading,) = await driver.read_points()
+        await driver.close()
+        assert reading.value is None
+        assert reading.quality.reason is QualityReason.TIMEOUT
+
+
+class TestWaveform:
+    async def test_matches_recording(self, sim: ModbusSimulator) -> None:
+        recording = load_recording("outer_race_021_234")
+        driver = ModbusDriver(tcp_spec(sim.port, 2, waveforms=(ACCEL,)))
+        await driver.connect()
+        waveform = await driver.read_waveform("accel")
+        high, low = await driver.read_block(IR, layout.CAPTURE_START_INDEX, 2)
+        await driver.close()
+
+        start = (high << 16) | low
+        index = (start + np.arange(layout.DEFAULT_CAPTURE_LENGTH)) % (
+            recording.samples.size
+        )
+        assert waveform.fs_hz == 12000.0
+        assert waveform.rpm == 1796.0
+        assert waveform.samples.size == 16384
+        np.testing.assert_array_equal(waveform.samples, recording.samples[index])
+
+    async def test_torn_capture_is_retried(self, sim: ModbusSimulator) -> None:
+        sim.tear_captures(2, 1)
+        driver = ModbusDriver(tcp_spec(sim.port, 2, waveforms=(ACCEL,)))
+        await driver.connect()
+        first_sequence = sim.sensors[2].sequence  # type: ignore[union-attr]
+        waveform = await driver.read_waveform("accel")
+        await driver.close()
+        # Trigger, tear, trigger again: three captures after the first.
+        assert waveform.sequence == first_sequence + 3
+        assert waveform.samples.size == 16384
+
+    async def test_capture_torn_every_time_fails(self, sim: ModbusSimulator) -> None:
+        sim.tear_captures(2, 10)
+        driver = ModbusDriver(tcp_spec(sim.port, 2, waveforms=(ACCEL,)))
+        await driver.connect()
+        with pytest.raises(DriverProtocolError, match="capture torn"):
+            await driver.read_waveform("accel")
+        await driver.close()
+
+
+async def serve_wrong_tid(offset: int) -> tuple[asyncio.Server, int]:
+    """Start a peer that answers function 3 with the request's id + offset."""
+
+    async def handle(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while True:
+                header = await reader.readexactly(7)
+                body = await reader.readexactly(int.from_bytes(header[4:6], "big") - 1)
+                tid = (int.from_bytes(header[:2], "big") + offset) % 65536
+                count = int.from_bytes(body[3:5], "big")
+                payload = bytes([3, 2 * count]) + b"\x00\x2a" * count
+                mbap = tid.to_bytes(2, "big") + b"\x00\x00"
+                mbap += (len(payload) + 1).to_bytes(2, "big") + header[6:7]
+                writer.write(mbap + payload)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+class TestTransactionId:
+    async def test_strict_marks_reading_bad(self) -> None:
+        server, port = await serve_wrong_tid(offset=5)
+        point = ModbusPointSpec(name="p", asset="m1", address=0)
+        driver = ModbusDriver(tcp_spec(port, 1, points=(point,)))
+        await driver.connect()
+        first = (await driver.read_points())[0]
+        second = (await driver.read_points())[0]
+        await driver.close()
+        server.close()
+
+        assert first.value is None
+        assert first.quality.reason is QualityReason.COMM_ERROR
+        assert "transaction id mismatch (sent 1, got 6)" in first.quality.detail
+        assert "transaction id mismatch (sent 2, got 7)" in second.quality.detail
+
+    async def test_lenient_accepts_single_answer(self) -> None:
+        server, port = await serve_wrong_tid(offset=5)
+        point = ModbusPointSpec(name="p", asset="m1", address=0)
+        spec = tcp_spec(
+            port, 1, points=(point,), transaction_id_check=TransactionIdCheck.LENIENT
+        )
+        driver = ModbusDriver(spec)
+        await driver.connect()
+        readings = [(await driver.read_points())[0] for _ in range(3)]
+        await driver.close()
+        server.close()
+        assert [r.value for r in readings] == [0x2A, 0x2A, 0x2A]
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def poll_once(
+    driver: ModbusDriver, backoff: Backoff
+) -> tuple[list[Reading], float]:
+    """One cycle of the agent's device task: read, or reconnect with backoff."""
+    try:
+        if driver.state.value != "connected":
+            await driver.connect()
+        readings = await driver.read_points()
+    except DriverError as exc:
+        return driver.offline_readings(str(exc)), backoff.next_delay()
+    if any(r.quality.is_good for r in readings):
+        backoff.reset()
+    return readings, 0.0
+
+
+class TestReconnect:
+    # Scaled from the field case (30 s outage): a 3 s outage, 0.2 s polls.
+    POLL_S = 0.2
+
+    async def run_outage(self, sim: ModbusSimulator, driver: ModbusDriver) -> None:
+        backoff = Backoff(initial_s=0.2, max_s=1.0, factor=2.0, jitter=0.2)
+        loop = asyncio.get_running_loop()
+        readings, _ = await poll_once(driver, backoff)
+        assert readings[0].quality.is_good
+
+        await sim.stop()
+        bad_cycles = 0
+        while True:
+            readings, wait = await poll_once(driver, backoff)
+            bad_cycles += 1
+            assert all(r.value is None for r in readings)
+            if driver.state.value == "disconnected":
+                break
+            await asyncio.sleep(self.POLL_S)
+        assert bad_cycles <= 3
+
+        down_until = loop.time() + 3.0
+        while loop.time() < down_until:
+            readings, wait = await poll_once(driver, backoff)
+            assert all(not r.quality.is_good for r in readings)
+            assert all(r.value is None for r in readings)
+            await asyncio.sleep(max(self.POLL_S, wait))
+
+        await sim.start()
+        listening_at = loop.time()
+        while True:
+            readings, wait = await poll_once(driver, backoff)
+            if readings[0].quality.is_good:
+                break
+            assert readings[0].value is None
+            assert loop.time() - listening_at < 10.0
+            await asyncio.sleep(max(self.POLL_S, wait))
+
+    @pytest.mark.slow
+    async def test_kill_and_restart_recovers(self, sim: ModbusSimulator) -> None:
+        sim.port = sim.port  # restart on the same port
+        point = ModbusPointSpec(name="p", asset="m1", address=5)
+        driver = ModbusDriver(tcp_spec(sim.port, 20, points=(point,)))
+        await self.run_outage(sim, driver)
+        await driver.close()
+
+    @pytest.mark.slow
+    async def test_ten_connect_cycles_leak_no_fds(self, sim: ModbusSimulator) -> None:
+        point = ModbusPointSpec(name="p", asset="m1", address=5)
+        driver = ModbusDriver(tcp_spec(sim.port, 20, points=(point,)))
+        await driver.connect()
+        await driver.read_points()
+        before = open_fds()
+        for _ in range(10):
+            sim.drop_connections()
+            await asyncio.sleep(0.05)
+            with pytest.raises(DriverConnectError):
+                await driver.read_points()
+            await driver.connect()
+            assert (await driver.read_points())[0].quality.is_good
+        await driver.close()
+        await asyncio.sleep(0.05)
+        assert open_fds() <= before
