@@ -321,6 +321,7 @@ class MqttPublisher:
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
         return client
 
     def _configure_tls(self, client: _Client) -> None:
@@ -545,6 +546,28 @@ class MqttPublisher:
     ) -> None:
         with self._lock:
             self._published += 1
+
+    def _handle_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties,
+    ) -> None:
+        try:
+            refused = [str(code) for code in reason_codes if code.is_failure]
+            if refused:
+                logger.error(
+                    "mqtt.commands_subscribe_failed topic=%s# reason=%s: "
+                    "commands will not arrive",
+                    self._command_prefix,
+                    refused[0],
+                )
+            else:
+                logger.info("mqtt.commands_subscribed topic=%s#", self._command_prefix)
+        except Exception:
+            logger.exception("mqtt.callback_failed callback=on_subscribe")
 
     def _handle_message(
         self, client: paho.Client, userdata: Any, message: paho.MQTTMessage

@@ -221,6 +221,11 @@ class MosquittoBroker:
             "log_type all",
             "log_timestamp false",
         ]
+        if os.geteuid() == 0:
+            # Run as root, Mosquitto switches to the ``mosquitto`` user after
+            # reading its configuration, and could then no longer read the
+            # 0600 password and key files in the test's private directory.
+            lines.append("user root")
         if users:
             password_file = self.directory / "passwords"
             _write_password_file(password_file, users)
@@ -352,6 +357,8 @@ class MqttSubscriber:
         clean_session: False keeps the session across disconnects and
             broker restarts (with persistence), so QoS 1 messages sent while
             the subscriber was away are delivered when it reconnects.
+        tls: Connect with TLS, trusting this CA and presenting its client
+            certificate.
     """
 
     def __init__(
@@ -362,6 +369,7 @@ class MqttSubscriber:
         *,
         client_id: str = "",
         clean_session: bool = True,
+        tls: TlsFiles | None = None,
     ) -> None:
         self._topics = topics
         self._messages: list[ReceivedMessage] = []
@@ -373,6 +381,12 @@ class MqttSubscriber:
             clean_session=clean_session,
         )
         self._client.reconnect_delay_set(1, 1)
+        if tls is not None:
+            self._client.tls_set(
+                ca_certs=str(tls.ca_cert),
+                certfile=str(tls.client_cert),
+                keyfile=str(tls.client_key),
+            )
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
