@@ -1,0 +1,65 @@
+"""``cmagent sim modbus|opcua``: run a simulator until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "sim", help="run a sensor simulator replaying real bearing recordings"
+    )
+    kinds = parser.add_subparsers(dest="kind", metavar="KIND")
+    modbus = kinds.add_parser(
+        "modbus", help="Modbus TCP: units 1-3 vibration, unit 10 oil"
+    )
+    modbus.add_argument("--host", default="127.0.0.1", help="listen address")
+    modbus.add_argument("--port", type=int, default=5020, help="TCP port (5020)")
+    modbus.set_defaults(handler=run_modbus)
+    opcua = kinds.add_parser("opcua", help="OPC UA server with the same sensors")
+    opcua.add_argument("--host", default="127.0.0.1", help="listen address")
+    opcua.add_argument("--port", type=int, default=4840, help="TCP port (4840)")
+    opcua.set_defaults(handler=run_opcua)
+    parser.set_defaults(handler=lambda _args: _usage(parser))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def run_modbus(args: argparse.Namespace) -> int:
+    """Serve the Modbus simulator until interrupted."""
+    from drivers.sim.modbus_server import ModbusSimulator
+
+    simulator = ModbusSimulator(host=args.host, port=args.port)
+    return _run(simulator, f"Modbus TCP on {args.host}:{args.port}")
+
+
+def run_opcua(args: argparse.Namespace) -> int:
+    """Serve the OPC UA simulator until interrupted."""
+    from drivers.sim.opcua_server import OpcUaSimulator
+
+    simulator = OpcUaSimulator(host=args.host, port=args.port)
+    return _run(simulator, f"OPC UA on opc.tcp://{args.host}:{args.port}")
+
+
+def _run(simulator: object, where: str) -> int:
+    async def serve() -> None:
+        await simulator.start()  # type: ignore[attr-defined]
+        print(f"simulator serving {where}; Ctrl-C stops it", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await simulator.stop()  # type: ignore[attr-defined]
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve())
+    except OSError as exc:
+        print(f"error: cannot serve {where}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,123 @@
+"""``cmagent probe modbus`` against the simulator on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from agent.cli import main
+from drivers.sim.modbus_sensors import SimRegisterBank
+from drivers.sim.modbus_server import ModbusSimulator
+
+
+@pytest.fixture
+def simulator_port() -> Iterator[tuple[int, ModbusSimulator]]:
+    """Run the simulator in its own thread, as the probe runs its own loop."""
+    simulator = ModbusSimulator(sensors=[SimRegisterBank(5, size=100)])
+    bank = simulator.sensors[5]
+    assert isinstance(bank, SimRegisterBank)
+    # -1.11 as float32 in CDAB order: 0xBF8E147B with swapped words.
+    bank.write_holding(10, [0x147B, 0xBF8E])
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(simulator.start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    yield simulator.port, simulator
+    asyncio.run_coroutine_threadsafe(simulator.stop(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TestProbeModbus:
+    def test_json_decodes_every_order(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        port, _ = simulator_port
+        status = main(
+            ["probe", "modbus", "--host", "127.0.0.1", "--port", str(port),
+             "--unit", "5", "--address", "10", "--count", "4", "--json"]
+        )  # fmt: skip
+        output = json.loads(capsys.readouterr().out)
+        assert status == 0
+        assert output["registers"] == [0x147B, 0xBF8E, 12, 13]
+        assert output["decoded"]["float32"]["CDAB"] == pytest.approx(-1.11, rel=1e-6)
+        assert output["decoded"]["uint16"]["AB"] == 0x147B
+        assert output["decoded"]["uint16"]["BA"] == 0x7B14
+        assert set(output["decoded"]["float64"]) == {
+            "ABCDEFGH", "GHEFCDAB", "BADCFEHG", "HGFEDCBA",
+        }  # fmt: skip
+
+    def test_table_lists_registers(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        port, _ = simulator_port
+        status = main(
+            ["probe", "modbus", "--host", "127.0.0.1", "--port", str(port),
+             "--unit", "5", "--address", "10", "--count", "2"]
+        )  # fmt: skip
+        output = capsys.readouterr().out
+        assert status == 0
+        assert "0x147B" in output
+        assert "CDAB=-1.11" in output
+
+    def test_exception_code_is_reported(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        port, _ = simulator_port
+        status = main(
+            ["probe", "modbus", "--host", "127.0.0.1", "--port", str(port),
+             "--unit", "5", "--address", "99", "--count", "5"]
+        )  # fmt: skip
+        assert status == 1
+        assert "ILLEGAL DATA ADDRESS (2)" in capsys.readouterr().err
+
+    def test_connection_refused_is_reported(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        port = free_port()
+        status = main(
+            ["probe", "modbus", "--host", "127.0.0.1", "--port", str(port),
+             "--address", "0", "--timeout", "1s"]
+        )  # fmt: skip
+        assert status == 1
+        assert f"cannot connect to 127.0.0.1:{port}" in capsys.readouterr().err
+
+    def test_timeout_is_reported(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        port, simulator = simulator_port
+        simulator.stop_answering(True)
+        status = main(
+            ["probe", "modbus", "--host", "127.0.0.1", "--port", str(port),
+             "--unit", "5", "--address", "0", "--timeout", "0.3s"]
+        )  # fmt: skip
+        assert status == 1
+        assert "no answer within 0.3 s" in capsys.readouterr().err
