@@ -54,7 +54,7 @@ BASELINED_INDICATORS: Final = frozenset(
     {"velocity_rms_mm_s", "rms", "kurtosis", "crest_factor"}
 )
 OIL_CODE_INDICATORS: Final = ("iso4406_4um", "iso4406_6um", "iso4406_14um")
-WATER_SATURATION_INDICATOR: Final = "water_saturation_pct"
+WATER_SATURATION_INDICATOR: Final = "water_saturation"
 BEARING_FAULT_INDICATOR: Final = "bearing_fault"
 VELOCITY_INDICATOR: Final = "velocity_rms_mm_s"
 

@@ -141,6 +141,7 @@ class Pipeline:
         self._latest: dict[tuple[str, str], float] = {}
         self._rejected_devices: set[str] = set()
         self._alarm_published: set[str] = set()
+        self._failed_devices: set[str] = set()
         self._tasks: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
         self._stop = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -198,6 +199,8 @@ class Pipeline:
             if not same:
                 await self._stop_device(device_id)
                 restarted.append(device_id)
+                if device_id not in specs:
+                    del self.runners[device_id]
         for device_id, spec in self.specs.items():
             if device_id not in self._tasks and settings.devices[device_id].enabled:
                 self._start_device(device_id, spec)
@@ -234,7 +237,6 @@ class Pipeline:
         except TimeoutError:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        self.runners.pop(device_id, None)
         if self._beats is not None:
             self._beats.unregister(device_id)
 
@@ -311,6 +313,17 @@ class Pipeline:
                 )
             except ValueError as exc:
                 self._reject(waveform, exc)
+                continue
+            except Exception:
+                # A defect in analysis must not end the worker: log it with
+                # its traceback once per device and keep analysing.
+                self.counters.waveforms_rejected += 1
+                if waveform.source not in self._failed_devices:
+                    self._failed_devices.add(waveform.source)
+                    logger.exception(
+                        "pipeline.analysis_failed",
+                        extra={"device": waveform.source, "asset": waveform.asset},
+                    )
                 continue
             finally:
                 self._busy -= 1

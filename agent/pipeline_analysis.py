@@ -21,7 +21,7 @@ SCALAR_HEALTH_POINTS: Final = frozenset(
         "iso4406_4um",
         "iso4406_6um",
         "iso4406_14um",
-        "water_saturation_pct",
+        "water_saturation",
     }
 )
 """Scalar points judged by health even without configured thresholds."""
@@ -103,7 +103,7 @@ def analyse_waveform(
 def digest(data: dict[str, Any], unit: str) -> WaveformResult:
     """Reduce ``Analysis.to_dict()`` to measurements, health values and a
     summary. Absent or non-finite values are left out."""
-    time_domain = data.get("time_domain", data)
+    time_domain = data.get("time_domain") or {}
     numbers = {
         "rms": (time_domain.get("rms"), unit),
         "peak": (time_domain.get("peak"), unit),
@@ -112,11 +112,9 @@ def digest(data: dict[str, Any], unit: str) -> WaveformResult:
         "velocity_rms_mm_s": (data.get("velocity_rms_mm_s"), "mm/s"),
     }
     diagnosis = data.get("diagnosis") or {}
-    if isinstance(diagnosis, str):
-        diagnosis = {"label": diagnosis, "confidence": data.get("confidence", 0.0)}
-    label = str(diagnosis.get("label") or diagnosis.get("name") or "unknown")
+    label = str(diagnosis.get("condition") or "unknown")
     confidence = float(diagnosis.get("confidence") or 0.0)
-    lines = _envelope_lines(data)
+    lines = _envelope_lines(diagnosis.get("lines") or [])
     strongest_db = max((line["snr_db"] for line in lines), default=None)
     numbers["bearing_fault"] = (
         bearing_fault_value(label, confidence, strongest_db),
@@ -147,19 +145,17 @@ def digest(data: dict[str, Any], unit: str) -> WaveformResult:
     )
 
 
-def _envelope_lines(data: dict[str, Any]) -> list[dict[str, Any]]:
-    envelope = data.get("envelope") or {}
-    raw = envelope.get("lines", []) if isinstance(envelope, dict) else envelope
+def _envelope_lines(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the diagnosis' defect lines, strongest first, finite only."""
     lines = [
         {
-            "label": str(line.get("label") or line.get("name") or ""),
-            "frequency_hz": float(line["frequency_hz"]),
+            "label": str(line.get("label") or ""),
+            "frequency_hz": float(line["found_hz"]),
             "snr_db": float(line["snr_db"]),
         }
         for line in raw
-        if isinstance(line, dict)
-        and np.isfinite(line.get("snr_db", np.nan))
-        and np.isfinite(line.get("frequency_hz", np.nan))
+        if isinstance(line.get("snr_db"), int | float)
+        and isinstance(line.get("found_hz"), int | float)
     ]
     lines.sort(key=lambda line: line["snr_db"], reverse=True)
     return lines

@@ -253,7 +253,7 @@ class TestHealthMonitor:
             {"iso4406_4um": 17, "iso4406_6um": 15, "iso4406_14um": 12},
         )
         dirty = health.assess("oil", at(1), {"iso4406_6um": 16})
-        wet = health.assess("oil", at(2), {"water_saturation_pct": 85.0})
+        wet = health.assess("oil", at(2), {"water_saturation": 85.0})
 
         assert clean.severity is Severity.OK
         assert dirty.severity is Severity.WARNING
