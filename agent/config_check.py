@@ -387,9 +387,19 @@ def _point_notes(table: Any, prefix: KeyPath) -> list[tuple[KeyPath, str]]:
 # --- cross-checks ------------------------------------------------------------
 
 
-def _bearing_catalogue() -> set[str] | None:
-    # TODO: check `bearing` against the dsp.bearings catalogue once that
-    # module exists; until then any bearing name is accepted.
+def _bearing_problem(bearing: str) -> str | None:
+    """Return why ``bearing`` is not in the catalogue, or None when it is."""
+    from dsp.bearings import bearing_by_model, known_bearings
+
+    try:
+        bearing_by_model(bearing)
+    except KeyError:
+        known = known_bearings()
+        return (
+            f"unknown bearing {bearing!r}; expected one of "
+            f"{', '.join(map(repr, known))} or a [bearing_geometry] table"
+            f"{suggest(bearing, known)}"
+        )
     return None
 
 
@@ -425,7 +435,6 @@ def _cross_check(
         for name, point in points.items():
             points_of_asset.setdefault(point.asset or device.asset, []).append(name)
 
-    catalogue = _bearing_catalogue()
     for asset_id, asset in settings.assets.items():
         own = points_of_asset.get(asset_id, [])
         if asset.rpm_point is not None and asset.rpm_point not in own:
@@ -437,14 +446,8 @@ def _cross_check(
                     f"{asset.rpm_point!r}{suggest(asset.rpm_point, own)}",
                 )
             )
-        bearing = asset.bearing
-        if catalogue is not None and bearing is not None and bearing not in catalogue:
-            problems.append(
-                locate.problem(
-                    ("assets", asset_id, "bearing"),
-                    f"unknown bearing {asset.bearing!r}; expected one of "
-                    f"{', '.join(sorted(catalogue))} or a [bearing_geometry] "
-                    f"table{suggest(asset.bearing, sorted(catalogue))}",
-                )
-            )
+        bearing_problem = asset.bearing and _bearing_problem(asset.bearing)
+        if bearing_problem:
+            path = ("assets", asset_id, "bearing")
+            problems.append(locate.problem(path, bearing_problem))
     return problems
