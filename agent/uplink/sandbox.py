@@ -46,6 +46,9 @@ TotalCount = Literal["always", "first_page", "never"]
 FaultKind = Literal["status", "drop", "commit_then_drop"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+_REQUEST_ID: Final = web.RequestKey("request_id", str)
+_TOKEN: Final = web.RequestKey("token", str)
+
 _ERROR_TYPES: Final = {
     400: "invalid_request",
     401: "authentication",
@@ -223,7 +226,7 @@ class SandboxApi:
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
         request_id = f"req-{next(self._request_ids):06d}"
-        request["request_id"] = request_id
+        request[_REQUEST_ID] = request_id
         token_state = self._authorise(request)
         status: int | None = None
         try:
@@ -256,7 +259,7 @@ class SandboxApi:
         if scheme.lower() != "bearer" or not token:
             return "missing"
         state = self.store.token_state(token.strip())
-        request["token"] = token.strip()
+        request[_TOKEN] = token.strip()
         return state
 
     async def _apply_faults(
@@ -278,7 +281,7 @@ class SandboxApi:
             raise _Dropped
         headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
         problem = ApiProblem(fault.status, "injected_fault", "injected fault")
-        return self._error(problem, request["request_id"], headers)
+        return self._error(problem, request[_REQUEST_ID], headers)
 
     def _error(
         self,
@@ -378,7 +381,7 @@ class SandboxApi:
         return web.json_response({"status": "connected", "environment": "sandbox"})
 
     async def _disconnect(self, request: web.Request) -> web.Response:
-        self.store.revoke_token(request["token"])
+        self.store.revoke_token(request[_TOKEN])
         return web.json_response({"status": "disconnected"})
 
     async def _new_token(self, request: web.Request) -> web.Response:
