@@ -19,8 +19,24 @@ from dsp.bearings import (
     known_bearings,
 )
 from dsp.diagnosis import Condition, Diagnosis
-from dsp.envelope import Band, Envelope, EnvelopeSpectrum, envelope, envelope_spectrum
+from dsp.envelope import (
+    Band,
+    Envelope,
+    EnvelopeSpectrum,
+    band_envelope,
+    envelope_spectrum,
+)
 from dsp.lines import Line
+from dsp.oil import (
+    CleanlinessCode,
+    ScaleNumber,
+    cleanliness_code,
+    count_range,
+    saturation_ppm,
+    scale_number,
+    trend_slope_per_day,
+    water_saturation_percent,
+)
 from dsp.orders import Order, Orders
 from dsp.spectrum import MIN_SAMPLES, Spectrum, compute_spectrum
 from dsp.time_domain import TimeDomain
@@ -37,6 +53,7 @@ __all__ = [
     "Analysis",
     "Band",
     "BearingGeometry",
+    "CleanlinessCode",
     "Condition",
     "DefectFrequencies",
     "DefectOrders",
@@ -49,15 +66,22 @@ __all__ = [
     "MachineInfo",
     "Order",
     "Orders",
+    "ScaleNumber",
     "Spectrum",
     "TimeDomain",
     "analyse",
+    "band_envelope",
     "bearing_by_model",
+    "cleanliness_code",
     "compute_spectrum",
+    "count_range",
     "defect_orders",
-    "envelope",
     "envelope_spectrum",
     "iso_zone",
     "known_bearings",
+    "saturation_ppm",
+    "scale_number",
+    "trend_slope_per_day",
     "velocity_rms_mm_s",
+    "water_saturation_percent",
 ]

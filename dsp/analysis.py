@@ -23,8 +23,8 @@ from dsp.envelope import (
     KURTOGRAM_MAX_SAMPLES,
     KURTOGRAM_SEGMENT,
     Band,
+    band_envelope,
     choose_band,
-    envelope,
     envelope_spectrum,
     spectral_kurtosis,
 )
@@ -241,7 +241,7 @@ def _bearing_analysis(
 
     # Zero-padding the inverse FFT keeps the envelope rate above twice
     # the highest line even for a narrow band.
-    env = envelope(spectrum, band, min_rate_hz=2.5 * top_hz)
+    env = band_envelope(spectrum, band, min_rate_hz=2.5 * top_hz)
     env_spectrum = envelope_spectrum(env, max_hz=1.3 * top_hz + 20.0)
     lines = measure_lines(
         env_spectrum.amplitude,

@@ -176,7 +176,9 @@ def choose_band(
     return best
 
 
-def envelope(spectrum: Spectrum, band: Band, *, min_rate_hz: float = 0.0) -> Envelope:
+def band_envelope(
+    spectrum: Spectrum, band: Band, *, min_rate_hz: float = 0.0
+) -> Envelope:
     """Form the envelope of one band from the shared spectrum.
 
     Parameters

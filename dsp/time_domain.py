@@ -51,8 +51,7 @@ def time_domain_indicators(centred: NDArray[np.float64], mean: float) -> TimeDom
     long vibration blocks).
     """
     n = centred.size
-    squares = centred * centred
-    m2 = float(squares.sum()) / n
+    m2 = float(centred @ centred) / n
     high = float(centred.max())
     low = float(centred.min())
     peak = max(high, -low)
@@ -71,6 +70,7 @@ def time_domain_indicators(centred: NDArray[np.float64], mean: float) -> TimeDom
             skewness=None,
         )
 
+    squares = centred * centred
     m3 = float(squares @ centred) / n
     m4 = float(squares @ squares) / n
     return TimeDomain(
