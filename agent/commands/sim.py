@@ -36,7 +36,7 @@ def run_modbus(args: argparse.Namespace) -> int:
     from drivers.sim.modbus_server import ModbusSimulator
 
     simulator = ModbusSimulator(host=args.host, port=args.port)
-    return _run(simulator, f"Modbus TCP on {args.host}:{args.port}")
+    return _run(simulator, "Modbus TCP on {host}:{port}", args.host)
 
 
 def run_opcua(args: argparse.Namespace) -> int:
@@ -44,13 +44,19 @@ def run_opcua(args: argparse.Namespace) -> int:
     from drivers.sim.opcua_server import OpcUaSimulator
 
     simulator = OpcUaSimulator(host=args.host, port=args.port)
-    return _run(simulator, f"OPC UA on opc.tcp://{args.host}:{args.port}")
+    return _run(simulator, "OPC UA on opc.tcp://{host}:{port}", args.host)
 
 
-def _run(simulator: object, where: str) -> int:
+def _run(simulator: object, where: str, host: str) -> int:
+    """Serve until Ctrl-C; ``where`` is formatted with the bound port."""
+
     async def serve() -> None:
         await simulator.start()  # type: ignore[attr-defined]
-        print(f"simulator serving {where}; Ctrl-C stops it", flush=True)
+        port = simulator.port  # type: ignore[attr-defined]
+        print(
+            f"simulator serving {where.format(host=host, port=port)}; Ctrl-C stops it",
+            flush=True,
+        )
         try:
             await asyncio.Event().wait()
         finally:
@@ -60,6 +66,7 @@ def _run(simulator: object, where: str) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve())
     except OSError as exc:
-        print(f"error: cannot serve {where}: {exc}", file=sys.stderr)
+        target = where.format(host=host, port="(requested)")
+        print(f"error: cannot serve {target}: {exc}", file=sys.stderr)
         return 1
     return 0

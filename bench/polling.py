@@ -1,0 +1,155 @@
+"""Modbus polling throughput: the driver against a bare pymodbus loop.
+
+Serves 10 unit ids of 100 float32 points each (1 000 points) from the
+simulator on loopback, then times, in the same process and run:
+
+* ``bare``: an AsyncModbusTcpClient reading the planner's blocks, no decoding;
+* ``driver``: ModbusDriver.read_points on the same blocks, decoded;
+* ``per-point``: ModbusDriver with one request per point.
+
+It also counts the requests the planner issues for the shipped profiles.
+Run: ``.venv/bin/python bench/polling.py [--cycles N] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import tomllib
+from pathlib import Path
+
+from pymodbus.client import AsyncModbusTcpClient
+
+from drivers.modbus import ModbusDriver
+from drivers.planner import plan_reads
+from drivers.sim.modbus_sensors import SimRegisterBank
+from drivers.sim.modbus_server import ModbusSimulator
+from drivers.spec import DataType, ModbusPointSpec, ModbusTcpSpec, RegisterTable
+
+UNITS = range(1, 11)
+POINTS_PER_UNIT = 100
+SPACING = 3  # one unused register between float32 points
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def points() -> tuple[ModbusPointSpec, ...]:
+    return tuple(
+        ModbusPointSpec(
+            name=f"p{i}", asset="bench", address=SPACING * i,
+            data_type=DataType.FLOAT32,
+        )
+        for i in range(POINTS_PER_UNIT)
+    )  # fmt: skip
+
+
+def drivers_for(port: int, max_gap: int) -> list[ModbusDriver]:
+    return [
+        ModbusDriver(
+            ModbusTcpSpec(
+                device_id=f"unit{unit}", host="127.0.0.1", port=port,
+                unit_id=unit, retries=0, max_gap_registers=max_gap,
+                points=points(),
+            )
+        )
+        for unit in UNITS
+    ]  # fmt: skip
+
+
+async def time_drivers(drivers: list[ModbusDriver], cycles: int) -> float:
+    for driver in drivers:
+        await driver.connect()
+    started = time.perf_counter()
+    count = 0
+    for _ in range(cycles):
+        for driver in drivers:
+            readings = await driver.read_points()
+            assert all(r.quality.is_good for r in readings)
+            count += len(readings)
+    elapsed = time.perf_counter() - started
+    for driver in drivers:
+        await driver.close()
+    return count / elapsed
+
+
+async def time_bare(port: int, cycles: int) -> float:
+    blocks = plan_reads(points(), max_gap=10)
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, retries=0, reconnect_delay=0)
+    await client.connect()
+    started = time.perf_counter()
+    for _ in range(cycles):
+        for unit in UNITS:
+            for block in blocks:
+                response = await client.read_holding_registers(
+                    block.address, count=block.count, device_id=unit
+                )
+                assert not response.isError()
+    elapsed = time.perf_counter() - started
+    client.close()
+    return cycles * len(UNITS) * POINTS_PER_UNIT / elapsed
+
+
+def profile_requests() -> dict[str, tuple[int, int]]:
+    """Return (points, planned requests) per shipped Modbus profile."""
+    result = {}
+    for path in sorted((ROOT / "config" / "devices").glob("*modbus*.toml")):
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        specs = [
+            ModbusPointSpec(
+                name=name, asset="a", table=RegisterTable(p.get("table", "holding")),
+                address=p["address"], data_type=DataType(p.get("type", "uint16")),
+                count=p.get("count", 1),
+            )
+            for name, p in data["points"].items()
+        ]  # fmt: skip
+        result[path.stem] = (len(specs), len(plan_reads(specs)))
+    return result
+
+
+async def run(cycles: int) -> dict[str, object]:
+    simulator = ModbusSimulator(sensors=[SimRegisterBank(u, size=400) for u in UNITS])
+    await simulator.start()
+    try:
+        await time_bare(simulator.port, 2)  # warm-up
+        bare = await time_bare(simulator.port, cycles)
+        driver = await time_drivers(drivers_for(simulator.port, 10), cycles)
+        per_point = await time_drivers(
+            drivers_for(simulator.port, 0), max(1, cycles // 10)
+        )
+    finally:
+        await simulator.stop()
+    planned = len(plan_reads(points(), max_gap=10))
+    return {
+        "points": len(UNITS) * POINTS_PER_UNIT,
+        "cycles": cycles,
+        "readings_per_s": {"bare": bare, "driver": driver, "per_point": per_point},
+        "driver_overhead_pct": 100.0 * (bare / driver - 1.0),
+        "requests_per_cycle": {"planned": planned * len(UNITS),
+                               "per_point": POINTS_PER_UNIT * len(UNITS)},
+        "profiles": {k: {"points": p, "requests": r}
+                     for k, (p, r) in profile_requests().items()},
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cycles", type=int, default=30, help="poll cycles (30)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args()
+    result = asyncio.run(run(args.cycles))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    rates = result["readings_per_s"]
+    assert isinstance(rates, dict)
+    print(f"{'loop':<12}{'readings/s':>12}{'ratio to bare':>16}")
+    for name, rate in rates.items():
+        print(f"{name:<12}{rate:>12.0f}{rate / rates['bare']:>16.2f}")
+    print(f"driver overhead: {result['driver_overhead_pct']:.1f} %")
+    print(f"requests per cycle: {result['requests_per_cycle']}")
+    print(f"shipped profiles (points, requests): {result['profiles']}")
+
+
+if __name__ == "__main__":
+    main()
