@@ -89,7 +89,9 @@ def encode_reading(reading: Reading) -> bytes:
     """
     value = reading.value
     quality = reading.quality
-    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = int(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
         value = float(value)
         if not math.isfinite(value):
             value = None
