@@ -22,8 +22,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     PrivateAttr,
     SecretStr,
+    ValidationError,
     model_validator,
 )
 from pydantic.fields import FieldInfo
@@ -376,38 +378,89 @@ class OpcUaDeviceSettings(DeviceCommon):
     points: dict[Identifier, OpcUaPointSettings] = {}
     waveforms: dict[Identifier, OpcUaWaveformSettings] = {}
 
-    @model_validator(mode="after")
-    def _check_security(self) -> OpcUaDeviceSettings:
-        problems: list[tuple[str, str]] = []
-        if self.security_policy == "None":
-            if self.security_mode != "None":
-                problems.append(
-                    (
-                        "security_mode",
-                        "security_policy = 'None' needs security_mode = 'None', "
-                        f"found {self.security_mode!r}",
-                    )
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_security(
+        cls, data: Any, handler: ModelWrapValidatorHandler[OpcUaDeviceSettings]
+    ) -> OpcUaDeviceSettings:
+        # The security rules are checked on the raw table too, so they are
+        # reported along with errors elsewhere in the device, not after.
+        try:
+            device = handler(data)
+        except ValidationError as exc:
+            raw = data if isinstance(data, Mapping) else {}
+            problems = _security_problems(
+                raw.get("security_policy", "None"),
+                raw.get("security_mode", "None"),
+                raw.get("certificate"),
+                raw.get("private_key"),
+            )
+            raise _with_problems(exc, data, problems) from None
+        _raise_problems(
+            _security_problems(
+                device.security_policy,
+                device.security_mode,
+                device.certificate,
+                device.private_key,
+            )
+        )
+        return device
+
+
+def _security_problems(
+    policy: object, mode: object, certificate: object, private_key: object
+) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    if policy == "None":
+        if mode != "None":
+            problems.append(
+                (
+                    "security_mode",
+                    f"security_policy = 'None' needs security_mode = 'None', "
+                    f"found {mode!r}",
                 )
-        else:
-            if self.security_mode == "None":
-                problems.append(
-                    (
-                        "security_mode",
-                        f"{self.security_policy} needs 'Sign' or 'SignAndEncrypt', "
-                        "found 'None'",
-                    )
-                )
-            for key in ("certificate", "private_key"):
-                if getattr(self, key) is None:
-                    problems.append(
-                        (
-                            key,
-                            f"{self.security_policy} needs {key} = <file path>, "
-                            "found none",
-                        )
-                    )
-        _raise_problems(problems)
-        return self
+            )
+        return problems
+    if mode == "None":
+        problems.append(
+            (
+                "security_mode",
+                f"{policy} needs 'Sign' or 'SignAndEncrypt', found 'None'",
+            )
+        )
+    for key, value in (("certificate", certificate), ("private_key", private_key)):
+        if value is None:
+            problems.append((key, f"{policy} needs {key} = <file path>, found none"))
+    return problems
+
+
+def _with_problems(
+    exc: ValidationError, data: Any, problems: list[tuple[str, str]]
+) -> ValidationError:
+    """Return ``exc`` with one more error carrying ``problems``, if any."""
+    if not problems:
+        return exc
+    line_errors: list[Any] = [
+        {
+            "type": e["type"],
+            "loc": e["loc"],
+            "input": e["input"],
+            "ctx": e.get("ctx", {}),
+        }
+        for e in exc.errors()
+    ]
+    line_errors.append(
+        {
+            "type": "value_error",
+            "loc": (),
+            "input": data,
+            "ctx": {"error": SettingsRuleError(problems)},
+        }
+    )
+    try:
+        return ValidationError.from_exception_data(exc.title, line_errors)
+    except (KeyError, TypeError):
+        return exc
 
 
 DeviceSettings = Annotated[

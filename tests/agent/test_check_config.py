@@ -1,0 +1,462 @@
+"""check-config: every problem with its file, line and key path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from agent.config_check import environment_warnings, inspect_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(path: Path, lines: list[str]) -> Path:
+    """Write ``lines`` so that ``lines[i]`` is line ``i + 1`` of the file."""
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def problem_lines(path: Path, environ: dict[str, str] | None = None) -> list[str]:
+    report = inspect_config(path, environ=environ or {})
+    return [str(problem) for problem in report.problems]
+
+
+MODBUS_DEVICE = [
+    "[devices.pump1]",
+    'driver = "modbus_tcp"',
+    'host = "127.0.0.1"',
+    'asset = "pump1"',
+]
+
+
+class TestReportedLines:
+    def test_typo_and_wrong_type_in_one_report(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "agent.toml",
+            [
+                "[gateway]",  # 1
+                'id = "gw1"',  # 2
+                "",  # 3
+                "[assets.pump1]",  # 4
+                'name = "Pump 1"',  # 5
+                "[mqtt]",  # 6
+                'hots = "127.0.0.1"',  # 7
+                "",  # 8
+                "[devices.pump1]",  # 9
+                'driver = "modbus_tcp"',  # 10
+                'host = "127.0.0.1"',  # 11
+                'port = "five-o-two"',  # 12
+                'asset = "pump1"',  # 13
+            ],
+        )
+
+        lines = problem_lines(path)
+
+        assert lines == [
+            f"{path}:7: mqtt.hots: unknown key 'hots'; did you mean 'host'?",
+            f"{path}:12: devices.pump1.port: expected an integer, found 'five-o-two'",
+        ]
+
+    def test_syntax_error_in_second_file_gives_line_and_column(
+        self, tmp_path: Path
+    ) -> None:
+        good = write(tmp_path / "good.toml", ["[gateway]", 'id = "gw1"'])
+        bad = write(
+            tmp_path / "bad.toml",
+            ["[gateway]", 'id = "gw1"', "", "[mqtt]", "port = = 1883"],
+        )
+
+        assert problem_lines(good) == []
+        lines = problem_lines(bad)
+
+        assert len(lines) == 1
+        assert lines[0].startswith(f"{bad}:5:8: syntax error: ")
+
+    def test_misspelled_key_in_waveform_table(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "agent.toml",
+            [
+                "[assets.fan]",  # 1
+                "[devices.ua]",  # 2
+                'driver = "opcua"',  # 3
+                'endpoint = "opc.tcp://127.0.0.1:4840"',  # 4
+                'asset = "fan"',  # 5
+                "[devices.ua.waveforms.accel]",  # 6
+                'samples = { node_id = "nsu=urn:x;s=Wave" }',  # 7
+                'sample_rate = { node_id = "nsu=urn:x;s=Fs" }',  # 8
+                'sampel_rate = { node_id = "nsu=urn:x;s=Fs" }',  # 9
+            ],
+        )
+
+        assert problem_lines(path) == [
+            f"{path}:9: devices.ua.waveforms.accel.sampel_rate: unknown key "
+            "'sampel_rate'; did you mean 'sample_rate'?",
+        ]
+
+    def test_misspelled_table_name(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "agent.toml",
+            ["[gateway]", 'id = "gw1"', "", "[devcies.pump1]", 'host = "x"'],
+        )
+
+        assert problem_lines(path) == [
+            f"{path}:4: devcies: unknown key 'devcies'; did you mean 'devices'?",
+        ]
+
+    def test_unknown_driver_lists_valid_ones(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "agent.toml",
+            [
+                "[assets.pump1]",
+                "[devices.pump1]",
+                'driver = "modbus"',
+                'asset = "pump1"',
+            ],
+        )
+
+        assert problem_lines(path) == [
+            f"{path}:3: devices.pump1.driver: unknown driver 'modbus'; expected "
+            "one of 'modbus_tcp', 'modbus_rtu', 'opcua'",
+        ]
+
+
+class TestPointRules:
+    def test_float32_with_one_register_rejected(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "agent.toml",
+            [
+                "[assets.pump1]",
+                *MODBUS_DEVICE,  # 2-5
+                "[devices.pump1.points.speed]",  # 6
+                "address = 8",  # 7
+                'type = "float32"',  # 8
+                "count = 1",  # 9
+            ],
+        )
+
+        assert problem_lines(path) == [
+            f"{path}:9: devices.pump1.points.speed.count: float32 needs 2 "
+            "registers, found count = 1",
+        ]
+
+    def test_modicon_address_converted_with_note(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "agent.toml",
+            [
+                "[assets.pump1]",
+                *MODBUS_DEVICE,
+                "[devices.pump1.points.speed]",  # 6
+                "address = 40244",  # 7
+                'type = "uint16"',
+            ],
+        )
+
+        report = inspect_config(path, environ={})
+
+        assert report.problems == []
+        assert [str(note) for note in report.notes] == [
+            f"{path}:7: devices.pump1.points.speed.address: note: 40244 is a "
+            "Modicon holding-register number; using holding offset 243",
+        ]
+        assert report.settings is not None
+        point = report.settings.devices["pump1"].points["speed"]
+        assert (point.table, point.address) == ("holding", 243)
+
+    def test_reversed_range_rejected(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "agent.toml",
+            [
+                "[assets.pump1]",
+                *MODBUS_DEVICE,
+                "[devices.pump1.points.speed]",
+                "address = 0",
+                "range = [500, 0]",  # 8
+            ],
+        )
+
+        lines = problem_lines(path)
+
+        assert len(lines) == 1
+        assert lines[0].startswith(
+            f"{path}:8: devices.pump1.points.speed.range: expected [low, high] "
+            "with low < high, found "
+        )
+
+    def test_string_needs_count_and_bit_needs_bool(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "agent.toml",
+            [
+                "[assets.pump1]",
+                *MODBUS_DEVICE,
+                'points.serial = { address = 20, type = "string" }',  # 6
+                'points.flag = { address = 30, type = "uint16", bit = 3 }',  # 7
+                "points.top = { address = 65535, type = 'uint32' }",  # 8
+            ],
+        )
+
+        lines = problem_lines(path)
+
+        assert lines == [
+            f"{path}:6: devices.pump1.points.serial.count: a string needs "
+            "count = <registers> (2 characters each), found no count",
+            f"{path}:7: devices.pump1.points.flag.bit: bit selects one bit of a "
+            "register and needs type = 'bool' in a holding or input table, "
+            "found type = 'uint16' in table = 'holding'",
+            f"{path}:8: devices.pump1.points.top.address: expected the point to "
+            "end at offset 65535 or below, found address 65535 + 2 registers "
+            "ending at 65536",
+        ]
+
+    def test_opcua_node_rules(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "agent.toml",
+            [
+                "[assets.fan]",  # 1
+                "[devices.ua]",  # 2
+                'driver = "opcua"',  # 3
+                'endpoint = "opc.tcp://127.0.0.1:4840"',  # 4
+                'asset = "fan"',  # 5
+                'security_policy = "Basic256Sha256"',  # 6
+                'security_mode = "Sign"',  # 7
+                'certificate = "client.pem"',  # 8
+                "[devices.ua.points.speed]",  # 9
+                'node_id = "ns=2;s=Speed"',  # 10
+                "[devices.ua.points.both]",  # 11
+                'node_id = "nsu=urn:x;s=A"',  # 12
+                'browse_path = ["{urn:x}A"]',  # 13
+            ],
+        )
+
+        lines = problem_lines(path)
+
+        assert lines == [
+            f"{path}:2: devices.ua.private_key: Basic256Sha256 needs "
+            "private_key = <file path>, found none",
+            f"{path}:10: devices.ua.points.speed.node_id: namespace indexes can "
+            "change when the server restarts, found 'ns=2;s=Speed'; write "
+            "nsu=<namespace URI>;... or use browse_path",
+            f"{path}:12: devices.ua.points.both.node_id: expected exactly one "
+            "of node_id or browse_path, found both",
+        ]
+
+
+class TestCrossChecks:
+    def test_references_between_tables(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "agent.toml",
+            [
+                "[assets.pump1]",  # 1
+                'rpm_point = "sped"',  # 2
+                'bearing = "9999"',  # 3
+                "[devices.pump1]",  # 4
+                'driver = "modbus_tcp"',  # 5
+                'host = "127.0.0.1"',  # 6
+                'asset = "pump2"',  # 7
+                "points.speed = { address = 0 }",  # 8
+            ],
+        )
+
+        lines = problem_lines(path)
+
+        assert lines == [
+            f"{path}:2: assets.pump1.rpm_point: expected a point of asset "
+            "'pump1' (it has none), found 'sped'",
+            f"{path}:3: assets.pump1.bearing: unknown bearing '9999'; expected "
+            "one of '6203', '6205' or a [bearing_geometry] table",
+            f"{path}:7: devices.pump1.asset: unknown asset 'pump2'; expected one "
+            "of the [assets] tables ('pump1'); did you mean 'pump1'?",
+        ]
+
+    def test_profile_errors_name_profile_file(self, tmp_path: Path) -> None:
+        devices = tmp_path / "devices"
+        devices.mkdir()
+        profile = write(
+            devices / "my-sensor.toml",
+            [
+                "[profile]",  # 1
+                'name = "my-sensor"',  # 2
+                'protocol = "modbus"',  # 3
+                "",  # 4
+                "[points.temperature]",  # 5
+                "address = 6",  # 6
+                'type = "float23"',  # 7
+            ],
+        )
+        path = write(
+            tmp_path / "agent.toml",
+            ["[assets.pump1]", *MODBUS_DEVICE, 'profile = "my-sensor"'],
+        )
+
+        lines = problem_lines(path)
+
+        assert lines == [
+            f"{profile}:7: points.temperature.type: expected 'int16', 'uint16', "
+            "'int32', 'uint32', 'int64', 'uint64', 'float32', 'float64', "
+            "'bool' or 'string', found 'float23'",
+        ]
+
+    def test_missing_profile_and_wrong_protocol(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "agent.toml",
+            [
+                "[assets.pump1]",  # 1
+                *MODBUS_DEVICE,  # 2-5
+                'profile = "no-such-sensor"',  # 6
+                "[devices.ua]",  # 7
+                'driver = "opcua"',  # 8
+                'endpoint = "opc.tcp://127.0.0.1:4840"',  # 9
+                'asset = "pump1"',  # 10
+                'profile = "oil-modbus"',  # 11
+            ],
+        )
+
+        lines = problem_lines(path)
+
+        assert len(lines) == 2
+        assert lines[0].startswith(
+            f"{path}:6: devices.pump1.profile: profile 'no-such-sensor' not "
+            f"found; searched {tmp_path / 'devices'}, "
+        )
+        assert lines[1].startswith(
+            f"{path}:11: devices.ua.profile: driver 'opcua' needs a profile "
+            "with protocol 'opcua', found 'modbus' in "
+        )
+
+
+class TestSecrets:
+    def test_token_in_toml_rejected_without_value(self, tmp_path: Path) -> None:
+        secret = "tok-6f1d2c9a-visible-nowhere"
+        path = write(
+            tmp_path / "agent.toml",
+            [
+                "[uplink]",  # 1
+                'environment = "sandbox"',  # 2
+                f'token = "{secret}"',  # 3
+                "[mqtt]",  # 4
+                f'password = "{secret}"',  # 5
+            ],
+        )
+
+        report = inspect_config(path, environ={})
+        text = "\n".join(str(p) for p in report.problems)
+
+        assert secret not in text
+        assert [(p.line, p.key_path) for p in report.problems] == [
+            (3, "uplink.token"),
+            (5, "mqtt.password"),
+        ]
+        assert "cmagent token set" in report.problems[0].message
+        assert "$CREDENTIALS_DIRECTORY/uplink-token" in report.problems[0].message
+        assert "CMAGENT_UPLINK__TOKEN" in report.problems[0].message
+        assert "CMAGENT_MQTT__PASSWORD" in report.problems[1].message
+
+    def test_nested_secret_key_rejected(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "agent.toml",
+            ["[uplink.production]", 'base_url = "https://192.0.2.30"', 'Token = "x1"'],
+        )
+
+        assert [p.key_path for p in inspect_config(path, environ={}).problems] == [
+            "uplink.production.Token"
+        ]
+
+
+class TestEnvironment:
+    def test_single_underscore_variable_warned(self) -> None:
+        environ = {
+            "CMAGENT_MQTT_HOST": "127.0.0.1",
+            "CMAGENT_MQTT__PORT": "1884",
+            "PATH": "/usr/bin",
+            "OTHERAPP_X": "1",
+        }
+
+        warnings = environment_warnings(environ)
+
+        assert warnings == [
+            "environment variable CMAGENT_MQTT_HOST matches no setting; did you "
+            "mean CMAGENT_MQTT__HOST? ('__' separates nested keys)"
+        ]
+
+    def test_device_key_respelled_to_leaf(self) -> None:
+        warnings = environment_warnings({"CMAGENT_DEVICES_PUMP1_PORT": "503"})
+
+        assert len(warnings) == 1
+        assert "did you mean CMAGENT_DEVICES__PUMP1__PORT?" in warnings[0]
+
+    def test_invalid_environment_value_names_variable(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "agent.toml", ["[mqtt]", 'host = "127.0.0.1"'])
+
+        lines = problem_lines(path, {"CMAGENT_MQTT__PORT": "eighteen"})
+
+        assert lines == [
+            "environment CMAGENT_MQTT__PORT: mqtt.port: expected an integer, "
+            "found 'eighteen'"
+        ]
+
+
+def run_check_config(path: Path, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    environ = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("CMAGENT_")
+    }
+    environ.update(extra_env)
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "check-config", str(path)],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+class TestCommand:
+    def test_example_configuration_is_valid(self) -> None:
+        result = run_check_config(ROOT / "config" / "agent.example.toml")
+
+        # The shipped profiles' own counts, plus one inline point.
+        profiles = [
+            tomllib.loads((ROOT / "config" / "devices" / f"{name}.toml").read_text())
+            for name in ("vib-triax-modbus", "oil-modbus", "vib-opcua")
+        ]
+        points = sum(len(p.get("points", {})) for p in profiles) + 1
+        waveforms = sum(len(p.get("waveforms", {})) for p in profiles)
+
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.splitlines() == [
+            f"config OK: 3 devices, 2 assets, {points} points, {waveforms} waveforms"
+        ]
+
+    def test_invalid_file_exits_1_without_secret(self, tmp_path: Path) -> None:
+        secret = "pw-0d9e8f7a6b"
+        path = write(tmp_path / "agent.toml", ["[mqtt]", f'password = "{secret}"'])
+
+        result = run_check_config(
+            path, CMAGENT_MQTT_HOST="127.0.0.1", CMAGENT_UPLINK__TOKEN=secret
+        )
+
+        assert result.returncode == 1
+        assert secret not in result.stdout + result.stderr
+        assert result.stdout.splitlines() == [
+            "warning: environment variable CMAGENT_MQTT_HOST matches no setting; "
+            "did you mean CMAGENT_MQTT__HOST? ('__' separates nested keys)",
+            f"{path}:2: mqtt.password: secrets are not accepted in configuration "
+            "files; store the MQTT password as the systemd credential "
+            "mqtt-password ($CREDENTIALS_DIRECTORY/mqtt-password), in "
+            "CMAGENT_MQTT__PASSWORD or in a password_file with mode 0600",
+            "1 problem found",
+        ]
+
+    @pytest.mark.parametrize("name", ["missing.toml"])
+    def test_missing_file_exits_1(self, tmp_path: Path, name: str) -> None:
+        result = run_check_config(tmp_path / name)
+
+        assert result.returncode == 1
+        assert result.stdout.startswith(f"{tmp_path / name}: cannot read file")
