@@ -146,6 +146,7 @@ class SandboxStore:
     def __init__(self, path: Path) -> None:
         self._conn = sqlite3.connect(path, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -186,12 +187,19 @@ class SandboxStore:
         self.add_assets(f"PUMP-{n:04d}" for n in range(have + 1, count + 1))
 
     def add_assets(self, tags: Iterable[str]) -> list[str]:
+        tags = list(tags)
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO assets (tag, name) VALUES (?, ?)",
+                [(tag, f"Asset {tag}") for tag in tags],
+            )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
         ids = []
         for tag in tags:
-            self._conn.execute(
-                "INSERT OR IGNORE INTO assets (tag, name) VALUES (?, ?)",
-                (tag, f"Asset {tag}"),
-            )
             row = self._conn.execute(
                 "SELECT id FROM assets WHERE tag = ?", (tag,)
             ).fetchone()
