@@ -236,8 +236,8 @@ def _bearing_analysis(
     segments = min(centred.size, KURTOGRAM_MAX_SAMPLES) // KURTOGRAM_SEGMENT
     # A Gaussian block's spectral kurtosis scatters by about 2 / sqrt(S)
     # per bin over S segments, and choosing the best band picks its upper
-    # tail; eight times that keeps short blocks from naming noise a fault.
-    threshold = max(IMPULSIVE_SK_MIN, 8.0 / math.sqrt(segments))
+    # tail; ten times that keeps short blocks from naming noise a fault.
+    threshold = max(IMPULSIVE_SK_MIN, 10.0 / math.sqrt(segments))
 
     # Zero-padding the inverse FFT keeps the envelope rate above twice
     # the highest line even for a narrow band.

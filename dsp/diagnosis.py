@@ -22,11 +22,14 @@ from dsp.lines import Line
 FUNDAMENTAL_MIN_DB: Final = 15.0
 """SNR a fault's first line needs before the fault can be named."""
 
-SUPPORT_MIN_DB: Final = 10.0
+SUPPORT_MIN_DB: Final = 15.0
 """SNR a harmonic or sideband needs to support the first line."""
 
-WEAK_DB: Final = 10.0
-"""Below this SNR on every first line the bearing reads ``normal``."""
+WEAK_DB: Final = 12.0
+"""Below this SNR on every first line the bearing reads ``normal``. Noise
+amplitudes are Rayleigh-distributed, so one bin exceeds the median by
+12 dB with probability exp(-15.8 ln 2), about 2e-5: the largest of the
+few bins searched per line almost never reaches it by chance."""
 
 AMBIGUITY_MARGIN: Final = 0.15
 """Two faults whose strengths differ by less than this are ``unknown``."""
