@@ -120,6 +120,11 @@ class OpcUaDriver:
         return self._state
 
     @property
+    def subscribed(self) -> bool:
+        """Whether scalar values currently arrive by subscription."""
+        return self._subscription is not None
+
+    @property
     def namespaces(self) -> list[str]:
         """The server's NamespaceArray as read on the current connection."""
         return list(self._namespaces)
@@ -275,7 +280,7 @@ class OpcUaDriver:
         if self._state is DriverState.CONNECTED and self._library_lost_connection():
             # Stop asyncua's background tasks now rather than at connect().
             await self._discard_client()
-            self._fail(
+            raise self._fail(
                 DriverConnectError(
                     f"device {self.device_id!r}: connection to "
                     f"{self.spec.endpoint} lost",
@@ -284,10 +289,11 @@ class OpcUaDriver:
             )
         if self._state is DriverState.CONNECTED and self._client is not None:
             return self._client
-        cause = f": {self.last_error}" if self.last_error is not None else ""
+        if isinstance(self.last_error, DriverConnectError | DriverTimeoutError):
+            raise DriverConnectError(str(self.last_error), device=self.device_id)
         raise DriverConnectError(
-            f"device {self.device_id!r}: not connected to {self.spec.endpoint}"
-            f"{cause}; call connect()",
+            f"device {self.device_id!r}: not connected to {self.spec.endpoint}; "
+            "call connect() first",
             device=self.device_id,
         )
 
