@@ -31,7 +31,7 @@ BrokerKind = Literal["mosquitto", "amqtt"]
 
 
 class BrokerStartError(RuntimeError):
-    """The broker did not start; the message says why and where."""
+    """The broker did not start; the message gives the cause and address."""
 
 
 class _Stoppable(Protocol):

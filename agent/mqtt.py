@@ -47,8 +47,9 @@ from drivers.base import Reading
 logger = logging.getLogger(__name__)
 
 _AUTH_REASONS: Final = frozenset({134, 135})
-"""CONNACK reasons for a bad user name or password and not authorized (MQTT
-5 codes; paho maps the MQTT 3.1.1 return codes 4 and 5 onto them)."""
+"""MQTT 5 CONNACK reasons 'bad user name or password' and 'not authorized'.
+
+paho 2 maps the MQTT 3.1.1 return codes 4 and 5 onto the same two codes."""
 
 _SESSION_EXPIRY_S: Final = 86_400
 """MQTT 5 session lifetime requested when ``clean_session`` is false."""
@@ -256,7 +257,7 @@ class MqttPublisher:
 
         Raises:
             ValueError: ``asset`` is not a valid topic level.
-            TypeError: a field holds a value JSON cannot represent.
+            TypeError: a field contains a value JSON cannot represent.
         """
         topic = asset_topic(self._settings.topic_prefix, self._gateway, asset, "health")
         body = encode_fields(payload, now=datetime.now(UTC))
@@ -270,7 +271,7 @@ class MqttPublisher:
 
         Raises:
             ValueError: ``asset`` is not a valid topic level.
-            TypeError: a field holds a value JSON cannot represent.
+            TypeError: a field contains a value JSON cannot represent.
         """
         topic = asset_topic(self._settings.topic_prefix, self._gateway, asset, "alarm")
         body = encode_fields(payload, now=datetime.now(UTC))

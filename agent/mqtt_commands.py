@@ -3,10 +3,10 @@
 The last topic level names the command, and the payload is a JSON object
 with that command's arguments:
 
-- ``request-waveform`` takes ``{"asset": "<asset id>"}`` and asks for a
+- ``request-waveform`` takes ``{"asset": "<asset id>"}`` and requests a
   waveform capture of one asset now.
-- ``reload`` takes an empty payload or ``{}`` and asks the agent to reload
-  its configuration.
+- ``reload`` takes an empty payload or ``{}`` and requests a
+  configuration reload.
 
 Anything else is rejected with an :class:`InvalidCommandError` that names
 the reason, so the subscriber can log it and drop the message.
@@ -42,7 +42,7 @@ class Command:
 
 
 class InvalidCommandError(ValueError):
-    """A command message that cannot be accepted; ``reason`` says why."""
+    """A command message that cannot be accepted; ``reason`` gives the cause."""
 
     def __init__(self, topic: str, reason: str) -> None:
         super().__init__(f"invalid command on {topic!r}: {reason}")

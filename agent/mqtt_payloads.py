@@ -115,7 +115,7 @@ def encode_fields(fields: Mapping[str, object], *, now: datetime) -> bytes:
     UTC text and enums their value.
 
     Raises:
-        TypeError: a field holds a value JSON cannot represent.
+        TypeError: a field contains a value JSON cannot represent.
         ValueError: a datetime in the fields is naive.
     """
     body = {"ts": format_timestamp(now), **_json_safe(fields)}

@@ -8,10 +8,11 @@ package can import it::
     with MosquittoBroker(tmp_path) as broker:
         ...  # broker.host, broker.port
 
-Variants: ``tls=make_tls_files(dir)`` for a TLS listener that asks for a
+Variants: ``tls=make_tls_files(dir)`` for a TLS listener that requires a
 client certificate signed by the same CA, ``users={"name": "secret"}`` for a
 password file with anonymous access off. :meth:`MosquittoBroker.restart`
-stops the broker and starts it again on the same port.
+stops the broker and starts it again on the same port. :class:`MqttSubscriber`
+is a paho client that collects what the broker delivers.
 """
 
 from __future__ import annotations
