@@ -165,17 +165,20 @@ class AgentRuntime:
         API (up to ``flush_timeout_s``), then close everything."""
         if self.pipeline is not None:
             await self.pipeline.stop()
-        if self.uplink is not None:
-            try:
-                await self.uplink.flush(flush_timeout_s)
-            except Exception as exc:  # a failed flush must not block the stop
-                logger.warning("agent.flush_failed", extra={"cause": str(exc)})
         self._stop.set()
         for task in self._tasks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), 5.0)
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.uplink is not None and flush_timeout_s > 0:
+            # The delivery loop has ended, so this is the only writer left.
+            try:
+                await self.uplink.flush(flush_timeout_s)
+            except Exception as exc:  # a failed flush must not block the stop
+                logger.warning("agent.flush_failed", extra={"cause": str(exc)})
+            finally:
+                await self.uplink.close()
         await self._write_status(running=False)
         if self.publisher is not None:
             await asyncio.to_thread(self.publisher.stop)
@@ -242,7 +245,8 @@ class AgentRuntime:
         settings = self.settings
         if not settings.uplink.enabled:
             return
-        from agent.uplink import TokenProvider, Uplink
+        from agent.uplink.client import Uplink
+        from agent.uplink.token import TokenProvider
 
         self.token_provider = TokenProvider(
             settings.uplink,
