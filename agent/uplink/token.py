@@ -91,7 +91,9 @@ def _read_text(path: Path, *, env_var: str, check_owner: bool) -> str:
     """Read a secret file, refusing symbolic links and loose permissions."""
     fix = f"write it again with `cmagent token set --file {path}`"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK keeps a FIFO planted at the path from blocking the open.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise ConfigError(
             f"secret file {path} not found; {fix}, or set {env_var}"
@@ -103,13 +105,16 @@ def _read_text(path: Path, *, env_var: str, check_owner: bool) -> str:
             ) from None
         raise ConfigError(f"cannot read secret file {path}: {exc.strerror}") from None
 
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ConfigError(f"secret file {path} is not a regular file; {fix}")
         if check_owner:
             _check_owner_and_mode(path, info)
-        data = handle.read()
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read()
+    finally:
+        os.close(fd)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
