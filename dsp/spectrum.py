@@ -141,7 +141,9 @@ def validate_waveform(samples: object, fs_hz: float) -> NDArray[np.float64]:
     array = np.asarray(array, dtype=np.float64)
     # The sum is needed anyway and is NaN or infinite whenever a sample
     # is; only then is the slower element-wise scan run.
-    if not np.isfinite(array.sum()):
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = array.sum()
+    if not np.isfinite(total):
         finite = np.isfinite(array)
         if not finite.all():
             bad = np.flatnonzero(~finite)
