@@ -134,8 +134,8 @@ class OpcUaDriver:
         return self._nodes.get(ref)
 
     def _library_lost_connection(self) -> bool:
-        # asyncua 1.2 and later watch the connection and record a loss in
-        # the client state; older versions only fail the next request.
+        # asyncua 2.1 watches the connection and records a loss in the
+        # client state. Clients without that state only fail the next request.
         library_state = getattr(self._client, "state", None)
         value = getattr(library_state, "value", None)
         return value in ("disconnected", "disconnecting")
@@ -302,13 +302,13 @@ class OpcUaDriver:
     async def read_points(self) -> list[Reading]:
         """Return one reading per configured point, bad ones included.
 
-        With subscriptions the latest notified values are returned; a
-        silent or lost subscription is recreated first, and if that fails
-        the values are polled for this call.
+        With subscriptions the latest notified values are returned. A
+        silent or lost subscription is recreated first, and the values are
+        polled for this call while the new one starts.
 
         Raises:
             DriverConnectError: the connection is broken.
-            DriverTimeoutError: a request got no answer in time.
+            DriverTimeoutError: a request timed out without a response.
         """
         client = await self._require_client()
         subscribed = self.spec.use_subscriptions and self._nodes
@@ -432,7 +432,7 @@ class OpcUaDriver:
         Raises:
             DriverConfigError: no waveform has that name, or a node of it
                 is not on the server.
-            DriverProtocolError: the answer exceeds ``max_message_size``,
+            DriverProtocolError: the response exceeds ``max_message_size``,
                 or the server rejected the read.
             DriverDecodeError: the sample rate or samples are not numbers.
             DriverConnectError: the connection is broken.

@@ -67,7 +67,7 @@ def translate_error(
 ) -> DriverError:
     """Build the driver error for an exception raised by asyncua or the OS.
 
-    ``action`` says what the driver was doing (``read points``); ``node``
+    ``action`` names what the driver was doing (``read points``); ``node``
     names the node involved, as configured. The caller raises the result
     ``from exc``.
     """
@@ -78,7 +78,8 @@ def translate_error(
 
     if isinstance(exc, TimeoutError):
         return DriverTimeoutError(
-            f"{where}: no answer within {spec.request_timeout_s} s (request_timeout)",
+            f"{where}: timed out, no response within {spec.request_timeout_s} s "
+            "(request_timeout)",
             device=device,
         )
     if isinstance(exc, UaStatusCodeError):
@@ -90,7 +91,7 @@ def translate_error(
             return DriverTimeoutError(f"{where}: server reported {name}", device=device)
         if code in _CONNECTION_CODES:
             return DriverConnectError(f"{where}: {name}", device=device)
-        return DriverProtocolError(f"{where}: server answered {name}", device=device)
+        return DriverProtocolError(f"{where}: server returned {name}", device=device)
     if isinstance(exc, ConnectionError | OSError):
         detail = str(exc) or type(exc).__name__
         return DriverConnectError(

@@ -41,9 +41,9 @@ class _ChangeHandler:
 def disable_library_watchdog(client: Client) -> None:
     """Leave stale-subscription recovery to the driver alone.
 
-    asyncua 1.2 and later recreate a subscription they consider stale by
-    themselves; two owners would race to delete and recreate the same
-    subscription, so the library's check is set to never fire.
+    asyncua 2.1 recreates a subscription it considers stale by itself. Two
+    owners would race to delete and recreate the same subscription, so the
+    library's check is set to never fire.
     """
     if hasattr(client, "_stale_check_margin"):
         client._stale_check_margin = math.inf
@@ -127,9 +127,10 @@ class ScalarSubscription:
     def silent_for_s(self) -> float:
         """Return seconds since the server last published or sent a keep-alive.
 
-        asyncua 1.2 and later record every publish response, keep-alives
-        included; with older versions only data changes count, so a node
-        that never changes looks silent.
+        asyncua 2.1 records every publish response, keep-alives included.
+        NOTE: with asyncua releases that lack ``last_publish_at`` only data
+        changes count, so a subscription whose values never change looks
+        silent and is recreated every three intervals.
         """
         heard_at = self._heard_at
         published_at = getattr(self._subscription, "last_publish_at", None)

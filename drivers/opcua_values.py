@@ -44,10 +44,7 @@ _SEVERITY_UNCERTAIN: Final = 0x40000000
 
 def status_of(data_value: ua.DataValue) -> ua.StatusCode:
     """Return the status code of a data value, Good when absent."""
-    status = getattr(data_value, "StatusCode", None)
-    if status is None:
-        # asyncua before 1.1.x names the field StatusCode_.
-        status = getattr(data_value, "StatusCode_", None)
+    status = data_value.StatusCode
     return status if status is not None else ua.StatusCode()
 
 

@@ -28,7 +28,7 @@ class FaultRelay:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         # Applied before relaying each block of up to 64 KiB from the server,
-        # so a large answer split over several blocks is delayed several times.
+        # so a large response split over several blocks is delayed several times.
         self._requested_port = port
         self.upstream_port = 0
         self.delay_s = 0.0
@@ -64,12 +64,12 @@ class FaultRelay:
         """Hold back every byte from the server until :meth:`resume_answering`.
 
         Connections stay open, so the client sees a peer that accepts
-        requests and never answers.
+        requests and never responds.
         """
         self._answering.clear()
 
     def resume_answering(self) -> None:
-        """Deliver held-back answers and relay normally again."""
+        """Deliver held-back responses and relay normally again."""
         self._answering.set()
 
     async def drop_connections(self) -> None:

@@ -187,7 +187,7 @@ class OpcUaSimulator:
         self._relay.stop_answering()
 
     def resume_answering(self) -> None:
-        """Deliver held-back answers and answer normally again."""
+        """Deliver held-back responses and respond normally again."""
         self._relay.resume_answering()
 
     def set_delay(self, seconds: float) -> None:

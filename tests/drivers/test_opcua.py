@@ -218,7 +218,7 @@ class TestScalarReads:
 
 class TestSilentSubscription:
     async def test_stale_then_recreated(self, simulator: OpcUaSimulator) -> None:
-        # Silent limit 3 x 0.3 s = 0.9 s; values go stale after 0.4 s.
+        # The silent limit is 3 x 0.3 s = 0.9 s, and values go stale after 0.4 s.
         spec = make_spec(simulator.endpoint, publishing_interval_s=0.3)
         opcua = OpcUaDriver(spec, stale_after_s=0.4)
         await opcua.connect()
@@ -362,7 +362,7 @@ class TestReconnect:
 
 @pytest.fixture
 def black_hole() -> Iterator[int]:
-    """A listening socket that completes TCP handshakes and never answers."""
+    """A listening socket that completes TCP handshakes and never replies."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
