@@ -245,7 +245,7 @@ class SandboxStore:
     # --- idempotency -----------------------------------------------------
 
     def replay(self, scope: str, key: str, body: bytes) -> StoredAnswer | None:
-        """Return the first answer for ``key``, or None for a new key.
+        """Return the first response stored for ``key``, or None for a new key.
 
         Raises:
             ApiProblem: 409, the key was used with another body.
@@ -280,7 +280,7 @@ class SandboxStore:
     def store_measurements(
         self, key: str, raw: bytes, document: object
     ) -> StoredAnswer:
-        """Validate a batch, store the valid items and remember the answer."""
+        """Validate a batch, store the valid items and record the response."""
         items = _batch_items(document)
         rows: list[tuple[Any, ...]] = []
         rejected: list[dict[str, Any]] = []

@@ -82,7 +82,7 @@ class RequestRecord:
 
 
 class _Dropped(Exception):
-    """The fault plan closed the connection without an answer."""
+    """An injected fault closes the connection without a response."""
 
 
 class SandboxApi:
@@ -169,13 +169,13 @@ class SandboxApi:
     def fail_next(
         self, count: int, status: int = 503, *, path: str | None = None
     ) -> None:
-        """Answer the next ``count`` matching requests with ``status``."""
+        """Respond to the next ``count`` matching requests with ``status``."""
         self._faults.append(_Fault("status", count, path, status=status))
 
     def rate_limit_next(
         self, count: int, retry_after: float | datetime, *, path: str | None = None
     ) -> None:
-        """Answer 429 with ``Retry-After`` in seconds (a number, rounded up)
+        """Respond 429 with ``Retry-After`` in seconds (a number, rounded up)
         or as an HTTP date (a timezone-aware datetime)."""
         if isinstance(retry_after, datetime):
             header = format_datetime(retry_after, usegmt=True)

@@ -35,7 +35,7 @@ MQTT_ENV_VAR: Final = "CMAGENT_MQTT__PASSWORD"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadedSecret:
-    """A secret and where it came from (``source`` never holds the value)."""
+    """A secret and where it came from (``source`` never contains the value)."""
 
     value: SecretStr
     source: str
