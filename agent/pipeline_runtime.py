@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent.devices_runtime import DriverFactory
+from agent.errors import ConfigError
 from agent.health import HealthMonitor
+from agent.logging_setup import register_secret
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline
 from agent.pipeline_analysis import iso_boundaries
@@ -195,8 +197,9 @@ class AgentRuntime:
         assert self.pipeline is not None
         self.config = config
         restarted = await self.pipeline.reload(config.settings, config.specs)
-        if self.uplink is not None:
-            self.uplink.reload_token()
+        if self.uplink is not None and self.uplink.reload_token():
+            assert self.token_provider is not None
+            register_secret(self.token_provider.load().get_secret_value())
         logger.info(
             "agent.reloaded",
             extra={"restarted": ",".join(restarted) or "none"},
@@ -232,6 +235,8 @@ class AgentRuntime:
             environ=self._environ,
         )
         password = None if secret is None else secret.value.get_secret_value()
+        if password is not None:
+            register_secret(password)
         publisher = MqttPublisher(
             settings.mqtt,
             settings.gateway.id,
@@ -253,6 +258,11 @@ class AgentRuntime:
             self._environ,
             default_file=state_dir_of(settings) / "uplink-token",
         )
+        try:
+            register_secret(self.token_provider.load().get_secret_value())
+        except ConfigError as exc:
+            # The uplink reports the missing token itself and keeps waiting.
+            logger.warning("agent.token_unavailable", extra={"cause": str(exc)})
         tags = {
             asset_id: asset.remote_tag or asset_id
             for asset_id, asset in settings.assets.items()

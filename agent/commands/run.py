@@ -52,12 +52,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 def setup_logging(settings: Any) -> None:
     """Configure logging from ``[logging]``."""
-    try:
-        from agent.logging_setup import setup_logging as configure
-    except ImportError:
-        # NOTE: plain stderr logging until agent.logging_setup is present.
-        logging.basicConfig(level=settings.logging.level, stream=sys.stderr)
-        return
+    from agent.logging_setup import setup_logging as configure
+
     configure(settings.logging)
 
 
