@@ -51,7 +51,7 @@ ENV_PREFIX = "CMAGENT_"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConfigReport:
-    """What :func:`inspect_config` found.
+    """Result of :func:`inspect_config`.
 
     ``settings`` is None when the configuration could not be validated.
     ``notes`` are conversions worth knowing about (not errors) and

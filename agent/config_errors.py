@@ -3,7 +3,7 @@
 A :class:`Problem` is one line of ``check-config`` output. This module turns
 pydantic validation errors into problems whose key path is the one a
 technician wrote (the discriminator tag pydantic inserts is removed) and
-whose message says what was expected and what was found, with a "did you
+whose message states what was expected and what was found, with a "did you
 mean" for a misspelled key.
 """
 
@@ -167,7 +167,7 @@ def _union_tags(annotations: Sequence[Any]) -> set[str]:
 
 
 def clean_loc(root: Any, loc: Sequence[str | int]) -> KeyPath:
-    """Drop what pydantic adds to a location but nobody writes in TOML.
+    """Drop the parts of a pydantic location that never appear in TOML.
 
     That is a discriminated union's tag (``devices.pump1.modbus_tcp.port``
     becomes ``devices.pump1.port``) and the ``[key]`` marker of an invalid
@@ -204,6 +204,7 @@ def _message(error: Any, root: Any, path: KeyPath) -> str:
     found = _found(error.get("input"))
     if kind == "missing":
         return "missing required key"
+
     if kind == "extra_forbidden":
         candidates = field_names(resolve_path(root, path[:-1]))
         return f"unknown key {path[-1]!r}" + suggest(str(path[-1]), candidates)
@@ -217,6 +218,7 @@ def _message(error: Any, root: Any, path: KeyPath) -> str:
         return f"missing required key; expected one of {', '.join(map(repr, tags))}"
     if kind == "literal_error":
         return f"expected {ctx['expected']}, found {found}"
+
     if kind in _TYPE_NAMES:
         return f"expected {_TYPE_NAMES[kind]}, found {found}"
     if kind in _BOUNDS:
@@ -324,7 +326,7 @@ def pop_secret_keys(
 ) -> list[tuple[KeyPath, str]]:
     """Remove every ``token`` or ``password`` key, at any depth, from ``data``.
 
-    Returns the path of each removed key with a message that says where the
+    Returns the path of each removed key with a message that names where the
     secret belongs instead. The value itself is dropped unseen.
     """
     found: list[tuple[KeyPath, str]] = []

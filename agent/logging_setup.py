@@ -73,7 +73,7 @@ def _redact(text: str, secrets: Iterable[str]) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces secret values in a record before any formatter sees it.
+    """Replaces secret values in a record before any formatter renders it.
 
     The message is merged with its arguments, and the exception text is
     formatted here, so both can be searched as plain text.

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from pydantic import Field, ValidationError
 
@@ -76,11 +76,12 @@ PROTOCOL_OF_DRIVER: Final = {
 }
 
 PointSettings = ModbusPointSettings | OpcUaPointSettings
+NodeT = TypeVar("NodeT", bound=OpcUaNodeSettings)
 WaveformSettings = ModbusWaveformSettings | OpcUaWaveformSettings
 
 
 class ProfileHeader(StrictModel):
-    """The ``[profile]`` table: what sensor model the file describes."""
+    """The ``[profile]`` table: the sensor model the file describes."""
 
     name: Identifier
     vendor: str = ""
@@ -191,7 +192,7 @@ def read_profile(path: Path) -> LoadedProfile:
 # --- merging -----------------------------------------------------------------
 
 
-def _rooted(node: OpcUaNodeSettings, root: Sequence[str]) -> OpcUaNodeSettings:
+def _rooted(node: NodeT, root: Sequence[str]) -> NodeT:
     if node.browse_path is None or not root:
         return node
     return node.model_copy(update={"browse_path": [*root, *node.browse_path]})
@@ -211,20 +212,24 @@ def _rooted_waveform(
 def merge_profile(
     device: DeviceCommon, profile: DeviceProfile | None
 ) -> tuple[dict[str, PointSettings], dict[str, WaveformSettings]]:
-    """Return the device's points and waveforms: profile first, inline wins."""
+    """Return the device's points and waveforms: profile first, inline wins.
+
+    A profile of the other protocol contributes nothing; ``check-config``
+    reports that mismatch.
+    """
     points: dict[str, PointSettings] = {}
     waveforms: dict[str, WaveformSettings] = {}
-    if profile is not None:
+    if isinstance(device, OpcUaDeviceSettings) and isinstance(profile, OpcUaProfile):
+        root = device.browse_root
+        for name, point in profile.points.items():
+            points[name] = _rooted(point, root)
+        for name, waveform in profile.waveforms.items():
+            waveforms[name] = _rooted_waveform(waveform, root)
+    elif not isinstance(device, OpcUaDeviceSettings) and isinstance(
+        profile, ModbusProfile
+    ):
         points.update(profile.points)
         waveforms.update(profile.waveforms)
-    if isinstance(device, OpcUaDeviceSettings) and device.browse_root:
-        root = device.browse_root
-        for name, point in points.items():
-            assert isinstance(point, OpcUaPointSettings)
-            points[name] = _rooted(point, root)  # type: ignore[assignment]
-        for name, waveform in waveforms.items():
-            assert isinstance(waveform, OpcUaWaveformSettings)
-            waveforms[name] = _rooted_waveform(waveform, root)
     points.update(getattr(device, "points", {}))
     waveforms.update(getattr(device, "waveforms", {}))
     return points, waveforms

@@ -10,6 +10,7 @@ TOML: they come from systemd credentials, the environment or a 0600 file.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -38,6 +39,8 @@ from pydantic_settings import (
 
 from agent.units import DurationS, SizeBytes
 
+logger = logging.getLogger(__name__)
+
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 """A name that is safe in MQTT topics, file names and log fields."""
 
@@ -49,7 +52,7 @@ class StrictModel(BaseModel):
 class SettingsRuleError(ValueError):
     """A rule between fields of one table is broken.
 
-    ``problems`` holds ``(field, message)`` pairs, one per broken rule, so a
+    ``problems`` contains ``(field, message)`` pairs, one per broken rule, so a
     report can name the exact key of each problem, not only the table.
     """
 
@@ -803,6 +806,8 @@ def load_settings(
     from agent.errors import ConfigError
 
     report = inspect_config(path, overrides=overrides, environ=environ)
+    for warning in report.warnings:
+        logger.warning("settings.environment_mismatch", extra={"detail": warning})
     if report.settings is None or report.problems:
         lines = [str(problem) for problem in report.problems]
         noun = "problem" if len(lines) == 1 else "problems"
