@@ -58,6 +58,10 @@ def write_plot(target: Path, samples: NDArray[np.float64], analysis: Analysis) -
                     label=family if label.endswith("x1") else None,
                 )
         axis.set_xlim(0, max_hz)
+        # The envelope's mean fills the lowest bins; scale to the lines.
+        above_dc = env.amplitude[int(3.0 / env.resolution_hz) + 1 :]
+        if above_dc.size and above_dc.max() > 0:
+            axis.set_ylim(0, 1.1 * float(above_dc.max()))
         axis.set_xlabel("frequency (Hz)")
         axis.set_ylabel(f"envelope ({analysis.unit} peak)")
         band = analysis.envelope.band

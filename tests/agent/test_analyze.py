@@ -1,0 +1,243 @@
+"""``cmagent analyze`` on real CWRU files and on files written here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import scipy.io.wavfile
+
+from agent.cli import main
+
+CWRU = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cwru"
+INNER_RACE = CWRU / "12k_Drive_End_IR007_0_105.mat"
+OUTER_RACE = CWRU / "12k_Drive_End_OR007@6_0_130.mat"
+
+needs_cwru = pytest.mark.skipif(
+    not INNER_RACE.is_file(), reason="CWRU recordings not present"
+)
+
+
+def tone(n: int, fs_hz: float, freq_hz: float = 120.0) -> np.ndarray:
+    return 0.3 * np.sin(2 * np.pi * freq_hz * np.arange(n) / fs_hz)
+
+
+def json_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@needs_cwru
+class TestAnalyzeCwru:
+    def test_json_names_inner_race(self, capsys: pytest.CaptureFixture[str]) -> None:
+        status = main(
+            ["analyze", str(INNER_RACE), "--fs", "12000", "--bearing", "6205", "--json"]
+        )
+        [record] = json_lines(capsys.readouterr().out)
+        assert status == 0
+        assert record["file"] == str(INNER_RACE)
+        assert record["diagnosis"] == "inner_race"
+        assert isinstance(record["confidence"], float)
+        assert record["iso_zone"] == "A"
+        defects = record["defect_frequencies"]
+        assert isinstance(defects, dict)
+        # 6205 at the file's 1797 rpm.
+        assert defects["bpfi_hz"] == pytest.approx(162.19, abs=0.01)
+        for key in ("rms", "kurtosis", "velocity_rms_mm_s"):
+            assert isinstance(record[key], float)
+
+    def test_mat_without_fs_suggests_cwru_rates(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        status = main(["analyze", str(INNER_RACE)])
+        error = capsys.readouterr().err
+        assert status == 1
+        assert "no sample rate" in error
+        assert "12000" in error and "48000" in error
+
+    def test_fan_end_channel(self, capsys: pytest.CaptureFixture[str]) -> None:
+        status = main(
+            ["analyze", str(OUTER_RACE), "--fs", "12000", "--channel", "FE", "--json"]
+        )
+        [record] = json_lines(capsys.readouterr().out)
+        assert status == 0
+        analysis = record["analysis"]
+        assert isinstance(analysis, dict)
+        assert analysis["n_samples"] > 100_000
+
+    def test_bad_file_does_not_stop_the_others(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        broken = tmp_path / "broken.npy"
+        broken.write_bytes(b"not numpy")
+        status = main(
+            [
+                "analyze",
+                str(broken),
+                str(OUTER_RACE),
+                "--fs",
+                "12000",
+                "--bearing",
+                "6205",
+            ]
+        )
+        captured = capsys.readouterr()
+        assert status == 1
+        assert len(captured.err.strip().splitlines()) == 1
+        assert "broken.npy" in captured.err
+        assert "outer_race" in captured.out
+        assert "1 analysed, 1 failed" in captured.out
+
+    def test_plot_per_file(self, tmp_path: Path) -> None:
+        target = tmp_path / "out.png"
+        status = main(
+            [
+                "analyze",
+                str(INNER_RACE),
+                str(OUTER_RACE),
+                "--fs",
+                "12000",
+                "--bearing",
+                "6205",
+                "--plot",
+                str(target),
+            ]
+        )
+        assert status == 0
+        pngs = sorted(p.name for p in tmp_path.glob("out-*.png"))
+        assert pngs == [f"out-{INNER_RACE.stem}.png", f"out-{OUTER_RACE.stem}.png"]
+        for name in pngs:
+            assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class TestAnalyzeFormats:
+    def test_csv_with_time_column_derives_rate(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        fs_hz = 5000.0
+        t = np.arange(8192) / fs_hz
+        path = tmp_path / "wave.csv"
+        values = tone(8192, fs_hz)
+        rows = "\n".join(f"{a:.9f},{b:.9f}" for a, b in zip(t, values, strict=True))
+        path.write_text("time_s,accel_g\n" + rows + "\n")
+        status = main(["analyze", str(path), "--json"])
+        [record] = json_lines(capsys.readouterr().out)
+        assert status == 0
+        analysis = record["analysis"]
+        assert isinstance(analysis, dict)
+        assert analysis["fs_hz"] == pytest.approx(fs_hz, rel=1e-6)
+        # RMS of a 0.3 g sine.
+        assert record["rms"] == pytest.approx(0.3 / np.sqrt(2), rel=1e-3)
+        assert record["skipped"] == {
+            "orders": "rpm not given",
+            "envelope": "rpm not given",
+            "diagnosis": "rpm not given",
+        }
+
+    def test_csv_with_uneven_times_is_rejected(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        t = np.cumsum(np.r_[0.0, np.full(600, 1e-3), np.full(600, 2e-3)])
+        path = tmp_path / "uneven.csv"
+        path.write_text("\n".join(f"{a},{0.1}" for a in t))
+        assert main(["analyze", str(path)]) == 1
+        assert "not uniformly sampled" in capsys.readouterr().err
+
+    def test_wav_uses_file_rate_and_full_scale(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "wave.wav"
+        pcm = np.round(tone(8000, 8000.0) * 32768).astype(np.int16)
+        scipy.io.wavfile.write(path, 8000, pcm)
+        status = main(["analyze", str(path), "--json", "--rpm", "1800"])
+        [record] = json_lines(capsys.readouterr().out)
+        assert status == 0
+        analysis = record["analysis"]
+        assert isinstance(analysis, dict)
+        assert analysis["fs_hz"] == 8000.0
+        assert record["rms"] == pytest.approx(0.3 / np.sqrt(2), rel=1e-3)
+
+    def test_npy_needs_fs(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "wave.npy"
+        np.save(path, tone(4096, 4096.0))
+        assert main(["analyze", str(path)]) == 1
+        assert "pass --fs" in capsys.readouterr().err
+        assert main(["analyze", str(path), "--fs", "4096", "--json"]) == 0
+
+    def test_fs_contradicting_file_rate_is_rejected(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "wave.wav"
+        scipy.io.wavfile.write(path, 8000, tone(8000, 8000.0).astype(np.float32))
+        assert main(["analyze", str(path), "--fs", "16000"]) == 1
+        assert "contradicts" in capsys.readouterr().err
+
+    def test_mat_variable_by_name(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "custom.mat"
+        scipy.io.savemat(
+            path, {"X001_DE_time": tone(4096, 4096.0)[:, None], "X001RPM": 1500.0}
+        )
+        status = main(["analyze", str(path), "--fs", "4096", "--json"])
+        [record] = json_lines(capsys.readouterr().out)
+        assert status == 0
+        analysis = record["analysis"]
+        assert isinstance(analysis, dict)
+        assert analysis["rpm"] == 1500.0
+
+    def test_unsupported_suffix(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "wave.txt"
+        path.write_text("1\n2\n")
+        assert main(["analyze", str(path)]) == 1
+        assert "unsupported file type '.txt'" in capsys.readouterr().err
+
+
+class TestAnalyzeOptions:
+    def test_unknown_bearing_lists_models(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert main(["analyze", "x.npy", "--bearing", "9999"]) == 2
+        assert "6205" in capsys.readouterr().err
+
+    def test_bearing_geometry_is_parsed(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "wave.npy"
+        np.save(path, tone(16384, 12000.0))
+        status = main(
+            [
+                "analyze",
+                str(path),
+                "--fs",
+                "12000",
+                "--rpm",
+                "1800",
+                "--json",
+                "--bearing-geometry",
+                "balls=8,ball_d=0.235,pitch_d=1.245,angle=0",
+            ]
+        )
+        [record] = json_lines(capsys.readouterr().out)
+        assert status == 0
+        defects = record["defect_frequencies"]
+        assert isinstance(defects, dict)
+        # BPFO = 8 / 2 * (1 - 0.235 / 1.245) * 30 Hz.
+        assert defects["bpfo_hz"] == pytest.approx(4 * (1 - 0.235 / 1.245) * 30)
+
+    def test_bearing_geometry_missing_key(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        status = main(["analyze", "x.npy", "--bearing-geometry", "balls=8,ball_d=0.2"])
+        assert status == 2
+        assert "pitch_d" in capsys.readouterr().err
+
+    def test_invalid_band(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["analyze", "x.npy", "--band", "2000"]) == 2
+        assert "LOW,HIGH" in capsys.readouterr().err
