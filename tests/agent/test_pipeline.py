@@ -7,15 +7,25 @@ import json
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from agent.health import HealthMonitor
 from agent.mqtt import PublisherCounters, PublisherState
-from agent.pipeline_runtime import AgentRuntime, LoadedConfig, load_config
+from agent.outbox import Outbox
+from agent.pipeline import Pipeline
+from agent.pipeline_analysis import iso_boundaries
+from agent.pipeline_runtime import (
+    AgentRuntime,
+    LoadedConfig,
+    default_driver_factory,
+    load_config,
+)
 from agent.state import read_status
-from drivers.base import QualityReason, QualityStatus, Reading
+from drivers.base import QualityReason, QualityStatus, Reading, Waveform
 from drivers.sim.modbus_server import ModbusSimulator
 
 CONFIG = """
@@ -250,3 +260,101 @@ def outbox_rows(runtime: AgentRuntime) -> list[dict[str, object]]:
     finally:
         conn.close()
     return [{"kind": kind, **json.loads(payload)} for kind, payload in rows]
+
+
+def make_waveform(samples: np.ndarray, *, source: str = "vib1") -> Waveform:
+    return Waveform(
+        asset="pump1",
+        point="accel",
+        timestamp=datetime.now(UTC),
+        fs_hz=12_000.0,
+        samples=samples,
+        rpm=1796.0,
+        source=source,
+    )
+
+
+class TestPipelineQueue:
+    async def test_full_queue_drops_oldest(
+        self, make_config: Callable[..., LoadedConfig], tmp_path: Path
+    ) -> None:
+        config = make_config()
+        pipeline = Pipeline(
+            config.settings,
+            config.specs,
+            outbox=Outbox(tmp_path / "outbox.db", max_bytes=10_000_000),
+            health=HealthMonitor(
+                config.settings.health,
+                config.settings.assets,
+                state_path=None,
+                iso_boundaries=iso_boundaries,
+            ),
+            driver_factory=default_driver_factory,
+            queue_size=2,
+        )
+        waveforms = [make_waveform(np.full(4096, float(i))) for i in range(5)]
+
+        # The worker is not started, so nothing leaves the queue.
+        for waveform in waveforms:
+            pipeline.waveform("vib1", waveform)
+
+        assert pipeline.counters.waveforms_dropped == 3
+        assert pipeline._queue.get_nowait() is waveforms[3]
+        assert pipeline._queue.get_nowait() is waveforms[4]
+
+    async def test_invalid_waveform_logged_once(
+        self,
+        make_config: Callable[..., LoadedConfig],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        runtime = AgentRuntime(make_config())
+        runtime._start_mqtt = lambda: None  # type: ignore[method-assign]
+        await runtime.start()
+        try:
+            assert runtime.pipeline is not None
+            pipeline = runtime.pipeline
+            bad = np.full(16_384, np.nan)
+            for _ in range(3):
+                pipeline.waveform("nan-device", make_waveform(bad, source="nan-device"))
+            await wait_for(lambda: pipeline.counters.waveforms_rejected == 3)
+        finally:
+            await runtime.stop()
+
+        rejected = [
+            r for r in caplog.records if r.getMessage() == "pipeline.waveform_rejected"
+        ]
+        assert len(rejected) == 1
+        assert rejected[0].device == "nan-device"  # type: ignore[attr-defined]
+        rows = outbox_rows(runtime)
+        assert all(np.isfinite(r["value"]) for r in rows if r["kind"] == "measurement")
+
+
+class TestPipelineReload:
+    async def test_unchanged_device_keeps_task(
+        self, make_config: Callable[..., LoadedConfig], tmp_path: Path
+    ) -> None:
+        config = make_config()
+        runtime = AgentRuntime(config)
+        runtime._start_mqtt = lambda: None  # type: ignore[method-assign]
+        await runtime.start()
+        try:
+            assert runtime.pipeline is not None
+            pipeline = runtime.pipeline
+            vib_before = pipeline.runners["vib1"]
+            oil_before = pipeline.runners["oil"]
+            path = tmp_path / "agent.toml"
+            path.write_text(
+                path.read_text().replace(
+                    'poll_interval = "0.5s"', 'poll_interval = "2s"'
+                )
+            )
+            restarted = await runtime.reload(load_config(path, environ={}))
+            vib_after = pipeline.runners["vib1"]
+            oil_after = pipeline.runners["oil"]
+        finally:
+            await runtime.stop()
+
+        assert restarted == ["oil"]
+        assert vib_after is vib_before
+        assert oil_after is not oil_before
+        assert oil_after.schedule.poll_interval_s == 2.0
