@@ -1,0 +1,105 @@
+"""``cmagent status`` rendering and outbox reading, on files written here."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from agent.commands.status import collect_status, read_outbox, render
+from agent.outbox import Outbox, OutboxItem, Priority
+from agent.state import write_status
+
+
+def snapshot(**changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "written_at": datetime.now(UTC).isoformat(),
+        "pid": os.getpid(),
+        "running": True,
+        "gateway": "gw1",
+        "devices": {
+            "vib1": {
+                "state": "down",
+                "last_reading_at": None,
+                "last_error": "connection refused",
+            }
+        },
+        "assets": {
+            "pump2": {
+                "severity": "alarm",
+                "score": 35.0,
+                "episode_id": "pump2:alarm:1",
+                "active": {"bearing_fault": {"severity": "alarm", "event_id": "x"}},
+            },
+            "pump1": {"severity": "ok", "score": 99.0, "active": {}},
+        },
+        "uplink": {"state": "retrying", "last_delivery": None, "delivered_count": 7},
+        "mqtt": {"state": "connected", "published": 12, "dropped": 0},
+    }
+    data.update(changes)
+    return data
+
+
+def measurement(i: int) -> OutboxItem:
+    return OutboxItem(
+        kind="measurement",
+        priority=Priority.INDICATOR,
+        payload={"asset": "pump1", "name": "rms", "value": float(i)},
+    )
+
+
+class TestStatusReport:
+    def test_running_agent_with_alarm(self, tmp_path: Path) -> None:
+        write_status(tmp_path, snapshot())
+
+        text = render(collect_status(tmp_path))
+
+        assert "agent: running (gateway gw1" in text
+        assert "vib1             down" in text
+        assert "(connection refused)" in text
+        assert "pump2            alarm    score 35.0, episode pump2:alarm:1" in text
+        assert "pump1" not in text.split("alarms:")[1]
+
+    def test_stale_snapshot_is_not_running(self, tmp_path: Path) -> None:
+        old = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+        write_status(tmp_path, snapshot(written_at=old))
+
+        report = collect_status(tmp_path)
+
+        assert report["running"] is False
+
+    def test_outbox_depth_and_oldest(self, tmp_path: Path) -> None:
+        outbox = Outbox(tmp_path / "outbox.db", max_bytes=1_000_000)
+        outbox.put_many([measurement(i) for i in range(3)])
+        outbox.close()
+        time.sleep(0.2)
+
+        figures = read_outbox(tmp_path / "outbox.db")
+
+        assert figures is not None
+        assert figures["depth"] == 3
+        assert figures["depth_by_kind"] == {"measurement": 3}
+        assert figures["oldest_age_s"] >= 0.1
+
+    def test_unreadable_outbox_reported(self, tmp_path: Path) -> None:
+        (tmp_path / "outbox.db").write_bytes(b"not a database at all" * 100)
+
+        figures = read_outbox(tmp_path / "outbox.db")
+
+        assert figures is not None
+        assert "cannot read" in figures["error"]
+
+    def test_read_only_access(self, tmp_path: Path) -> None:
+        outbox = Outbox(tmp_path / "outbox.db", max_bytes=1_000_000)
+        outbox.put_many([measurement(1)])
+
+        read_outbox(tmp_path / "outbox.db")
+        outbox.put_many([measurement(2)])
+
+        assert outbox.stats().depth == 2
+        outbox.close()
+        with sqlite3.connect(tmp_path / "outbox.db") as conn:
+            assert conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 2
