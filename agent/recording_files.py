@@ -1,6 +1,6 @@
 """Read vibration recordings from .mat, .csv, .npy and .wav files.
 
-Each reader returns the samples as float64 with whatever the file says
+Each reader returns the samples as float64 with what the file stores
 about sample rate, shaft speed and channel. Files are never guessed at:
 a rate the file does not store must be given by the caller.
 """
@@ -86,16 +86,16 @@ def _read_mat(path: Path, channel: str | None) -> RecordingFile:
         for name, value in scipy.io.loadmat(str(path)).items()
         if not name.startswith("__")
     }
-    wanted = channel or "DE"
-    if wanted in variables:
-        name = wanted
+    requested = channel or "DE"
+    if requested in variables:
+        name = requested
     else:
-        matches = sorted(n for n in variables if n.endswith(f"{wanted}_time"))
+        matches = sorted(n for n in variables if n.endswith(f"{requested}_time"))
         if len(matches) != 1:
             raise RecordingFileError(
                 path,
-                f"expected one variable named {wanted!r} or ending in "
-                f"'{wanted}_time', found {sorted(variables)}",
+                f"expected one variable named {requested!r} or ending in "
+                f"'{requested}_time', found {sorted(variables)}",
             )
         name = matches[0]
 

@@ -1,10 +1,10 @@
 """Time ``dsp.analyse`` against one ``scipy.fft.rfft`` of the same length.
 
 Both are timed in the same process on real drive-end recordings at
-12 kHz, in alternating rounds of consecutive calls: the rfft stays warm
-in cache (the fastest it gets, so the ratio is not flattered), and both
-see the same background load, so the ratio holds on a shared machine
-where the absolute times do not. Runs on one core: scipy.fft uses one
+12 kHz, in alternating rounds of consecutive calls. The rfft stays warm
+in cache, which is its fastest, so the ratio is not flattered. Both see
+the same background load, so the ratio holds on a shared machine where
+the absolute times do not. Runs on one core: scipy.fft uses one
 worker unless asked otherwise, and NumPy's BLAS does no FFT work.
 
     .venv/bin/python bench/dsp.py [--runs N] [--json]

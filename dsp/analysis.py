@@ -47,7 +47,7 @@ IMPULSIVE_SK_MIN: Final = 0.5
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MachineInfo:
-    """What the analysis needs to know about the machine.
+    """Machine description used by ``analyse``.
 
     ``iso_group`` and ``foundation`` select the ISO 20816-3 zone limits.
     ``bearing`` enables envelope analysis and diagnosis (with a shaft
@@ -133,7 +133,7 @@ def analyse(
         Sample rate in Hz.
     rpm : float or None
         Shaft speed in revolutions per minute; None skips the orders,
-        the envelope and the diagnosis, and says so in ``skipped``.
+        the envelope and the diagnosis, and records why in ``skipped``.
     machine : MachineInfo or None
         Machine class, bearing and envelope band; None uses the defaults.
     unit : {"g", "m/s2"}
@@ -210,7 +210,7 @@ def _bearing_analysis(
     frequencies: DefectFrequencies,
     machine: MachineInfo,
 ) -> tuple[EnvelopeResult, Diagnosis] | str:
-    """Run the envelope analysis and diagnosis, or say why it cannot run."""
+    """Run the envelope analysis and diagnosis, or return why it cannot run."""
     top_hz = highest_target_hz(frequencies)
     sk, sk_step_hz = spectral_kurtosis(centred, spectrum.fs_hz)
     if machine.envelope_band_hz is not None:
@@ -235,8 +235,9 @@ def _bearing_analysis(
     band_sk = _band_mean(sk, sk_step_hz, band)
     segments = min(centred.size, KURTOGRAM_MAX_SAMPLES) // KURTOGRAM_SEGMENT
     # A Gaussian block's spectral kurtosis scatters by about 2 / sqrt(S)
-    # per bin over S segments, and choosing the best band picks its upper
-    # tail; ten times that keeps short blocks from naming noise a fault.
+    # per bin over S segments. Choosing the best band picks the upper tail
+    # of that scatter, so the threshold is five times the scatter, which
+    # keeps short blocks from naming noise a fault.
     threshold = max(IMPULSIVE_SK_MIN, 10.0 / math.sqrt(segments))
 
     # Zero-padding the inverse FFT keeps the envelope rate above twice

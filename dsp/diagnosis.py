@@ -1,9 +1,9 @@
 """Bearing diagnosis from envelope-spectrum lines at defect frequencies.
 
 Each fault family is scored from its lines: the fundamental against
-the local noise floor, and the support of harmonics (and, for the inner
-race, sidebands at one shaft order, because the defect turns with the
-shaft through the load zone). A fault is named only when the band the
+the local noise floor, and the support of its harmonics. For the inner
+race, sidebands at one shaft order also count, because the defect turns
+with the shaft through the load zone. A fault is named only when the band the
 envelope came from is impulsive, as a localised defect makes it: lines
 at a defect frequency in a non-impulsive band are reported as
 ``unknown`` rather than guessed.

@@ -209,7 +209,7 @@ def band_envelope(
     last = min(int(np.floor(band.high_hz / df)), spectrum.bins.size - 1)
     if last < first:
         raise ValueError(
-            f"envelope band {band.low_hz:g}-{band.high_hz:g} Hz holds no "
+            f"envelope band {band.low_hz:g}-{band.high_hz:g} Hz contains no "
             f"bin of a spectrum with {df:g} Hz resolution"
         )
     wanted = max(last - first + 1, int(np.ceil(min_rate_hz / df)))

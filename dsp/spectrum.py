@@ -40,7 +40,7 @@ def hann_window(n: int) -> NDArray[np.float64]:
 class Spectrum:
     """Hann-windowed real FFT of a mean-removed waveform.
 
-    ``bins`` holds ``scipy.fft.rfft(w * (x - mean(x)))`` with shape
+    ``bins`` contains ``scipy.fft.rfft(w * (x - mean(x)))`` with shape
     ``(n_samples // 2 + 1,)``. ``coherent_gain`` is ``sum(w)`` and
     ``power_gain`` is ``sum(w**2)``; both are sums, not means, so the
     amplitude of bin ``k`` is ``2 * |bins[k]| / coherent_gain``.
@@ -118,7 +118,7 @@ def validate_waveform(samples: object, fs_hz: float) -> NDArray[np.float64]:
     ValueError
         If ``fs_hz`` is not a positive finite number, the array is not
         one-dimensional (an ``(n, 1)`` column is accepted and flattened),
-        has fewer than ``MIN_SAMPLES`` samples, or holds NaN or infinity.
+        has fewer than ``MIN_SAMPLES`` samples, or contains NaN or infinity.
     TypeError
         If ``samples`` cannot be converted to real floating point.
     """

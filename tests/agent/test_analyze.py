@@ -55,7 +55,8 @@ class TestAnalyzeCwru:
         error = capsys.readouterr().err
         assert status == 1
         assert "no sample rate" in error
-        assert "12000" in error and "48000" in error
+        assert "12000" in error
+        assert "48000" in error
 
     def test_fan_end_channel(self, capsys: pytest.CaptureFixture[str]) -> None:
         status = main(

@@ -52,7 +52,7 @@ class TestBandEnvelope:
     def test_band_without_bins_is_rejected(self) -> None:
         spectrum = compute_spectrum(np.arange(512.0), fs_hz=FS_HZ)
         band = Band(low_hz=100.0, high_hz=101.0, source="configured")
-        with pytest.raises(ValueError, match="holds no bin"):
+        with pytest.raises(ValueError, match="contains no bin"):
             band_envelope(spectrum, band)
 
 
