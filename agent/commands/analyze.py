@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from agent.recording_files import RecordingFileError, read_recording
 
 if TYPE_CHECKING:
-    from dsp import Analysis, BearingGeometry
+    from dsp import Analysis, BearingGeometry, MachineInfo
 
 _CWRU_HINT = (
     "pass --fs; for the CWRU bearing data use 12000 for the 12k records "
@@ -155,7 +155,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         results.append((path, analysis))
         _emit(path, analysis, args)
         if args.plot:
-            _plot(path, analysis, args, machine)
+            _plot(path, analysis, args)
 
     if len(args.files) > 1 and not args.json:
         _print_summary(results, failed)
@@ -167,10 +167,11 @@ def _message(exc: BaseException) -> str:
     return str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)
 
 
-def _analyse_file(path: Path, args: argparse.Namespace, machine: object) -> Analysis:
-    from dsp import MachineInfo, analyse
+def _analyse_file(
+    path: Path, args: argparse.Namespace, machine: MachineInfo
+) -> Analysis:
+    from dsp import analyse
 
-    assert isinstance(machine, MachineInfo)
     recording = read_recording(path, channel=args.channel)
     fs_hz = _sample_rate(path, recording.fs_hz, args.fs)
     rpm = args.rpm if args.rpm is not None else recording.rpm
@@ -309,9 +310,7 @@ def plot_path(target: Path, source: Path, several: bool) -> Path:
     return target.with_name(f"{target.stem}-{source.stem}{target.suffix or '.png'}")
 
 
-def _plot(
-    path: Path, analysis: Analysis, args: argparse.Namespace, machine: object
-) -> None:
+def _plot(path: Path, analysis: Analysis, args: argparse.Namespace) -> None:
     from agent.commands._analyze_plot import write_plot
 
     target = plot_path(args.plot, path, len(args.files) > 1)
