@@ -93,6 +93,11 @@ class ModbusDriver:
     def state(self) -> DriverState:
         return self._state
 
+    @property
+    def link(self) -> ModbusLink | None:
+        """The connection in use, shared with other units on a serial port."""
+        return self._link
+
     async def connect(self) -> None:
         """Open the connection (a shared one for a serial port).
 

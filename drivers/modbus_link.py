@@ -18,7 +18,9 @@ safe because a link has at most one request in flight.
 
 Serial ports: every unit on one port shares one link, one client and one
 lock, found in a module-level registry keyed by port path and released by
-reference count.
+reference count. After a timeout on a serial line the link stays idle for
+one more timeout before the next request, so a late reply is discarded
+instead of being read as the answer to that request.
 """
 
 from __future__ import annotations
@@ -281,6 +283,8 @@ async def execute(
                     "modbus.request_retry",
                     extra={"device": device, "attempt": attempt, "cause": repr(exc)},
                 )
+                if link.serial_settings is not None:
+                    await _let_late_reply_pass(timeout_s)
                 continue
             mismatch = link.watch.mismatch if link.watch else None
 
@@ -300,6 +304,17 @@ async def execute(
         return response
     assert last is not None
     raise last
+
+
+async def _let_late_reply_pass(wait_s: float) -> None:
+    # An RTU reply carries no transaction id, and pymodbus takes the first
+    # frame from the right unit as the answer. A reply that arrives after
+    # its request timed out would then be read as the answer to the next
+    # request, with another block's values. Keeping the line idle, with
+    # the lock held, lets pymodbus discard such a reply as unsolicited.
+    # NOTE: a reply later than twice the timeout can still be mistaken;
+    # RTU offers no way to tell it apart.
+    await asyncio.sleep(wait_s)
 
 
 async def _call_once(

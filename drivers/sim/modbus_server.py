@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
+from typing import Final
 
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
 
 from drivers.sim.modbus_sensors import (
     CAPTURE_BLOCK,
@@ -115,6 +118,39 @@ class _SensorContext(ModbusServerContext):
         return None
 
 
+RTU_FRAME_GAP_S: Final = 0.02
+"""Line silence after which the serial server starts a new frame.
+
+The RTU standard's gap is 3.5 characters (1.75 ms above 19 200 baud); a
+pseudo-terminal and the event loop add jitter, so the simulator waits
+longer before it drops a partial frame."""
+
+
+class _RtuRequestHandler(ServerRequestHandler):
+    """Serial request handler that drops a partial frame after silence.
+
+    pymodbus 3.16 keeps unparsed bytes until a frame completes, so noise
+    that looks like the start of a long frame would swallow the following
+    requests. A field device instead starts over after a silent gap.
+    """
+
+    _last_receive_s = 0.0
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int] | None) -> None:
+        now = time.monotonic()
+        if now - self._last_receive_s > RTU_FRAME_GAP_S:
+            self.recv_buffer = b""
+        self._last_receive_s = now
+        super().datagram_received(data, addr)
+
+
+class _RtuServer(ModbusSerialServer):
+    def callback_new_connection(self) -> ServerRequestHandler:
+        return _RtuRequestHandler(
+            self, self.trace_packet, self.trace_pdu, self.trace_connect
+        )
+
+
 class ModbusSimulator:
     """Simulated Modbus sensors on TCP (loopback) or on a serial device.
 
@@ -159,7 +195,7 @@ class ModbusSimulator:
         context = _SensorContext(self)
         if self.serial_port is not None:
             baudrate, parity, stopbits, bytesize = self._line
-            self._server = ModbusSerialServer(
+            self._server = _RtuServer(
                 context,
                 framer=FramerType.RTU,
                 port=self.serial_port,
@@ -168,6 +204,9 @@ class ModbusSimulator:
                 stopbits=stopbits,
                 bytesize=bytesize,
                 trace_packet=self._trace_packet,
+                # On a serial line nobody answers for a missing unit, so the
+                # client times out as it would on a field bus.
+                ignore_missing_devices=True,
             )
         else:
             self._server = ModbusTcpServer(
