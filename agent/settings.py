@@ -250,7 +250,48 @@ class ModbusWaveformSettings(StrictModel):
     unit: Literal["g", "m/s2"] = "g"
     chunk_registers: int = Field(default=120, ge=2, le=125)
     ready_timeout: DurationS = 5.0
+    capture_length_address: int | None = Field(default=None, ge=0)
+    capture_samples: int | None = Field(default=None, ge=16)
+    page_address: int | None = Field(default=None, ge=0)
+    page_samples: int | None = Field(default=None, ge=1)
     asset: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _check_capture(self) -> ModbusWaveformSettings:
+        problems: list[tuple[str, str]] = []
+        if (self.page_address is None) != (self.page_samples is None):
+            problems.append(
+                (
+                    "page_samples",
+                    "paging needs both page_address and page_samples, found "
+                    f"page_address = {self.page_address!r} and page_samples = "
+                    f"{self.page_samples!r}",
+                )
+            )
+        requested = self.capture_samples
+        if requested is not None and requested > self.max_samples:
+            problems.append(
+                (
+                    "capture_samples",
+                    f"expected at most max_samples = {self.max_samples}, "
+                    f"found {requested}",
+                )
+            )
+        window = self.page_samples or self.max_samples
+        last = self.block_address + window * REGISTER_COUNTS[self.sample_type] - 1
+        if last > 65535:
+            key = "page_samples" if self.page_samples else "max_samples"
+            problems.append(
+                (
+                    key,
+                    f"expected the sample block to end at offset 65535 or below, "
+                    f"found {window} samples from block_address "
+                    f"{self.block_address} ending at {last}; set page_address and "
+                    "page_samples to read a longer capture in pages",
+                )
+            )
+        _raise_problems(problems)
+        return self
 
 
 class OpcUaNodeSettings(StrictModel):
