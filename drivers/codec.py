@@ -20,6 +20,7 @@ between versions.
 
 from __future__ import annotations
 
+import operator
 import struct
 from collections.abc import Sequence
 from typing import Final
@@ -77,7 +78,12 @@ def as_registers(registers: NDArray[np.integer] | Sequence[int]) -> NDArray[np.u
     if isinstance(registers, np.ndarray) and registers.dtype == np.uint16:
         array = registers
     else:
-        array = np.asarray(registers, dtype=np.int64)
+        try:
+            array = np.asarray(registers, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise DriverDecodeError(
+                f"expected integer registers within 0..0xFFFF, found {exc}"
+            ) from exc
         bad = np.flatnonzero((array < 0) | (array > 0xFFFF))
         if bad.size:
             index = int(bad[0])
@@ -186,8 +192,8 @@ def encode_values(
     """Encode numeric values into registers, the inverse of decode_block.
 
     Raises:
-        ValueError: ``data_type`` is BOOL or STRING, or a value does not fit
-            the integer type.
+        ValueError: ``data_type`` is BOOL or STRING, or a value is not a
+            whole number within the integer type.
     """
     if data_type not in _NUMPY_TYPE:
         raise ValueError(
@@ -195,14 +201,10 @@ def encode_values(
             "use encode_string"
         )
     big = np.dtype(_NUMPY_TYPE[data_type])
-    source = np.asarray(values)
     if big.kind in "iu":
-        info = np.iinfo(big)
-        if source.size and (source.min() < info.min or source.max() > info.max):
-            raise ValueError(
-                f"{data_type.value} holds {info.min}..{info.max}, found values "
-                f"from {source.min()!r} to {source.max()!r}"
-            )
+        source = _whole_numbers(values, data_type, big)
+    else:
+        source = np.asarray(values, dtype=np.float64)
     width = REGISTER_COUNT[data_type]
 
     words = np.frombuffer(source.astype(big).tobytes(), dtype=">u2")
@@ -212,6 +214,32 @@ def encode_values(
     if byte_order is Endian.LITTLE:
         words = words.byteswap()
     return [int(word) for word in words.reshape(-1)]
+
+
+def _whole_numbers(
+    values: Sequence[float | int] | NDArray[np.generic],
+    data_type: DataType,
+    big: np.dtype[np.generic],
+) -> NDArray[np.generic]:
+    """Check that ``values`` fit an integer type and return them in it.
+
+    The check runs on Python integers because NumPy would turn a list
+    mixing small values with ones above 2**63 into float64 and lose digits.
+    """
+    items = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    for item in items:
+        if isinstance(item, float) and not item.is_integer():
+            raise ValueError(
+                f"{data_type.value} holds whole numbers, found {item!r}"
+            )
+    numbers = [int(item) for item in items]
+    info = np.iinfo(big)
+    if numbers and (min(numbers) < info.min or max(numbers) > info.max):
+        raise ValueError(
+            f"{data_type.value} holds {info.min}..{info.max}, found values "
+            f"from {min(numbers)!r} to {max(numbers)!r}"
+        )
+    return np.array(numbers, dtype=big)
 
 
 def encode_string(
@@ -281,8 +309,9 @@ def decode_scalar(
     if word_order is Endian.LITTLE:
         words.reverse()
     try:
-        raw = b"".join(word.to_bytes(2, "big") for word in words)
-    except OverflowError as exc:
+        # operator.index accepts NumPy integers but no float, str or None.
+        raw = b"".join(operator.index(word).to_bytes(2, "big") for word in words)
+    except (OverflowError, TypeError) as exc:
         raise DriverDecodeError(
             f"{data_type.value}: expected registers within 0..0xFFFF, "
             f"found {list(registers)!r}"
