@@ -349,6 +349,10 @@ def _modbus_waveform(
         scale=waveform.scale,
         chunk_registers=waveform.chunk_registers,
         ready_timeout_s=waveform.ready_timeout,
+        capture_length_address=waveform.capture_length_address,
+        capture_samples=waveform.capture_samples,
+        page_address=waveform.page_address,
+        page_samples=waveform.page_samples,
     )
 
 

@@ -215,6 +215,13 @@ class ModbusDriver:
         link = self._require_link()
         await self._execute(link.client.write_register, 6, address, 1, value=value)
 
+    async def write_registers(self, address: int, values: list[int]) -> None:
+        """Write consecutive holding registers (function 16)."""
+        link = self._require_link()
+        await self._execute(
+            link.client.write_registers, 16, address, len(values), values=values
+        )
+
     async def read_waveform(self, name: str) -> Waveform:
         """Capture and read the waveform block ``name``.
 

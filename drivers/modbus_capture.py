@@ -1,8 +1,9 @@
 """Reading a waveform capture block from a Modbus vibration sensor.
 
-The sequence follows :class:`drivers.spec.ModbusWaveformSpec`: trigger,
-wait for ready, read sequence, rate, count and speed, read the samples in
-chunks, then read the sequence again. A sensor that starts a new capture
+The sequence follows :class:`drivers.spec.ModbusWaveformSpec`: write the
+requested length, trigger, wait for ready, read sequence, rate, count and
+speed, read the samples in chunks (page by page for a paged block), then
+read the sequence again. A sensor that starts a new capture
 while the block is being read would mix two captures into one waveform,
 so a changed sequence number means the capture is retried, never used.
 """
@@ -16,9 +17,10 @@ from datetime import UTC, datetime
 from typing import Final, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from drivers.base import Waveform
-from drivers.codec import decode_block, decode_scalar
+from drivers.codec import decode_block, decode_scalar, encode_values
 from drivers.errors import DriverProtocolError, DriverTimeoutError
 from drivers.spec import REGISTER_COUNT, DataType, ModbusWaveformSpec, RegisterTable
 
@@ -38,6 +40,8 @@ class RegisterIO(Protocol):
     ) -> list[int] | list[bool]: ...
 
     async def write_register(self, address: int, value: int) -> None: ...
+
+    async def write_registers(self, address: int, values: list[int]) -> None: ...
 
 
 async def capture_waveform(
@@ -63,6 +67,12 @@ async def capture_waveform(
 
 
 async def _capture_once(io: RegisterIO, spec: ModbusWaveformSpec) -> Waveform | None:
+    if spec.capture_length_address is not None:
+        requested = spec.capture_samples or spec.max_samples
+        registers = encode_values(
+            [requested], spec.sample_count_type, spec.byte_order, spec.word_order
+        )
+        await io.write_registers(spec.capture_length_address, registers)
     if spec.trigger_address is not None:
         await io.write_register(spec.trigger_address, 1)
     if spec.ready_address is not None:
@@ -146,14 +156,27 @@ async def _read_samples(
     io: RegisterIO, spec: ModbusWaveformSpec, count: int
 ) -> np.ndarray:
     width = REGISTER_COUNT[spec.sample_type]
-    total = count * width
-    # A chunk holds whole samples so no value straddles two requests.
-    chunk = max(width, spec.chunk_registers - spec.chunk_registers % width)
-    registers = np.empty(total, dtype=np.uint16)
-    for start in range(0, total, chunk):
-        size = min(chunk, total - start)
-        block = await io.read_block(spec.table, spec.block_address + start, size)
-        registers[start : start + size] = block
+    registers = np.empty(count * width, dtype=np.uint16)
+    if spec.page_address is None or spec.page_samples is None:
+        await _read_registers(io, spec, registers)
+    else:
+        page_registers = spec.page_samples * width
+        for page, start in enumerate(range(0, registers.size, page_registers)):
+            await io.write_register(spec.page_address, page)
+            await _read_registers(io, spec, registers[start : start + page_registers])
 
     values = decode_block(registers, spec.sample_type, spec.byte_order, spec.word_order)
     return values.astype(np.float64) * spec.scale
+
+
+async def _read_registers(
+    io: RegisterIO, spec: ModbusWaveformSpec, out: NDArray[np.uint16]
+) -> None:
+    """Fill ``out`` with registers from the block start, chunk by chunk."""
+    width = REGISTER_COUNT[spec.sample_type]
+    # A chunk holds whole samples so no value straddles two requests.
+    chunk = max(width, spec.chunk_registers - spec.chunk_registers % width)
+    for start in range(0, out.size, chunk):
+        size = min(chunk, out.size - start)
+        block = await io.read_block(spec.table, spec.block_address + start, size)
+        out[start : start + size] = block

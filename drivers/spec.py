@@ -98,6 +98,14 @@ class ModbusWaveformSpec:
     ``chunk_registers``; read the sequence again and retry when it changed.
     Samples are ``raw * scale`` in ``unit``. ``rpm_address`` (``rpm_type``)
     gives the shaft speed at capture time when the sensor measures it.
+
+    When ``capture_length_address`` is set, the driver first writes the
+    requested length, ``capture_samples`` (``max_samples`` when None), to
+    that holding register as ``sample_count_type``. A capture longer than
+    the 16-bit address space allows is paged: with ``page_address`` and
+    ``page_samples`` set, the driver writes page index 0, 1, ... to that
+    holding register, and each page's ``page_samples`` samples then appear
+    at ``block_address``.
     """
 
     name: str
@@ -121,6 +129,10 @@ class ModbusWaveformSpec:
     scale: float = 1.0
     chunk_registers: int = 120
     ready_timeout_s: float = 5.0
+    capture_length_address: int | None = None
+    capture_samples: int | None = None
+    page_address: int | None = None
+    page_samples: int | None = None
 
 
 class TransactionIdCheck(enum.Enum):

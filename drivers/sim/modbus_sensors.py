@@ -39,11 +39,16 @@ CAPTURE_BLOCK: Final = 1000  # float32 samples in g
 # Vibration sensor, holding registers.
 CAPTURE_TRIGGER: Final = 100  # uint16, write 1 to capture
 CAPTURE_LENGTH: Final = 102  # uint32, samples per capture
+CAPTURE_PAGE: Final = 104  # uint16, page mapped at CAPTURE_BLOCK
 
 DEFAULT_CAPTURE_LENGTH: Final = 16_384
-MAX_CAPTURE_LENGTH: Final = (65_536 - CAPTURE_BLOCK) // 2
-"""float32 samples that fit between the block start and the end of the
-16-bit address space (32 268)."""
+BLOCK_WINDOW_SAMPLES: Final = (65_536 - CAPTURE_BLOCK) // 2
+"""float32 samples visible at once, between the block start and the end
+of the 16-bit address space (32 268)."""
+PAGE_SAMPLES: Final = 16_384
+"""Samples per page: page p maps samples from p * PAGE_SAMPLES on at the
+block. Reads past one page run on into the next, up to the window."""
+MAX_CAPTURE_LENGTH: Final = 65_536
 
 # Oil sensor, input registers.
 OIL_COUNT_4UM: Final = 0  # float32, particles per mL > 4 µm(c)
@@ -118,6 +123,8 @@ class SimVibrationSensor:
         self._overall_key = -1
         self._overall: dict[int, list[int]] = {}
         self.tears_pending = 0
+        self.tear_after_reads = 1
+        self.page = 0
         self._block_reads = 0
         self._torn = False
         self.capture()
@@ -135,11 +142,15 @@ class SimVibrationSensor:
         return start, samples[index]
 
     def capture(self) -> None:
-        """Take the newest ``capture_length`` samples as a new capture."""
+        """Take the newest ``capture_length`` samples as a new capture.
+
+        A new capture maps page 0 at the block again.
+        """
         self.capture_start, self._capture = self._window(self.capture_length)
         raw = self._capture.astype(">f4").tobytes()
         self._capture_regs = np.frombuffer(raw, dtype=">u2").astype(np.uint16)
         self.sequence = (self.sequence + 1) % 2**32
+        self.page = 0
         self._block_reads = 0
         self._torn = False
 
@@ -185,15 +196,17 @@ class SimVibrationSensor:
 
     def block_registers(self, offset: int, count: int) -> NDArray[np.uint16]:
         """Return ``count`` registers of the sample block from ``offset``."""
-        if self.tears_pending and self._block_reads and not self._torn:
+        torn_due = self._block_reads >= self.tear_after_reads
+        if self.tears_pending and torn_due and not self._torn:
             # Fault injection: a new capture lands while the block is read,
             # once per capture the client started.
             self.tears_pending -= 1
             self.capture()
             self._torn = True
         self._block_reads += 1
+        start = 2 * self.page * PAGE_SAMPLES + offset
         out = np.zeros(count, dtype=np.uint16)
-        available = self._capture_regs[offset : offset + count]
+        available = self._capture_regs[start : start + count]
         out[: available.size] = available
         return out
 
@@ -201,6 +214,7 @@ class SimVibrationSensor:
         return {
             CAPTURE_TRIGGER: [0],
             CAPTURE_LENGTH: _uint32(self.capture_length),
+            CAPTURE_PAGE: [self.page],
         }
 
     def write_holding(self, address: int, values: list[int]) -> str | None:
@@ -214,6 +228,12 @@ class SimVibrationSensor:
             if not 16 <= length <= MAX_CAPTURE_LENGTH:
                 return f"capture length must be 16..{MAX_CAPTURE_LENGTH}"
             self.capture_length = length
+            return None
+        if address == CAPTURE_PAGE and len(values) == 1:
+            pages = -(-self._capture.size // PAGE_SAMPLES)
+            if not 0 <= values[0] < pages:
+                return f"page must be 0..{pages - 1} for this capture"
+            self.page = values[0]
             return None
         return f"no writable register at {address}"
 

@@ -267,12 +267,17 @@ class ModbusSimulator:
         """Delay every answer by ``seconds``."""
         self.delay_s = seconds
 
-    def tear_captures(self, unit_id: int, count: int) -> None:
-        """Make the next ``count`` captures of ``unit_id`` be torn mid-read."""
+    def tear_captures(self, unit_id: int, count: int, after_reads: int = 1) -> None:
+        """Make the next ``count`` captures of ``unit_id`` be torn mid-read.
+
+        A new capture replaces the one being read once ``after_reads``
+        reads of its sample block have been answered.
+        """
         sensor = self.sensors[unit_id]
         if not isinstance(sensor, SimVibrationSensor):
             raise ValueError(f"unit {unit_id} is not a vibration sensor")
         sensor.tears_pending = count
+        sensor.tear_after_reads = after_reads
 
     def _trace_packet(self, sending: bool, packet: bytes) -> bytes:
         if sending and self.silent:
