@@ -54,9 +54,10 @@ class SystemdNotifier:
 
     The socket is a file-system path (``/run/systemd/notify``) or an abstract
     socket name written as ``@name``. When the variable is unset, every
-    method does nothing and returns False. A failed send is logged once at
-    WARNING and never raised, because a lost notification must not stop the
-    agent.
+    method does nothing and returns False. Sends never block: a failed send,
+    including one to a receiver whose queue is full, returns False and is
+    logged once at WARNING, never raised, because a lost notification must
+    not stop the agent.
 
     Args:
         environ: the environment to read ``NOTIFY_SOCKET`` from.
@@ -126,8 +127,12 @@ class SystemdNotifier:
         with self._lock:
             try:
                 if self._socket is None:
+                    # Non-blocking: when the receiver stops reading, its
+                    # queue fills and a blocking send would stall the event
+                    # loop (and the watchdog) until systemd reads again.
                     self._socket = socket.socket(
-                        socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+                        socket.AF_UNIX,
+                        socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK,
                     )
                 self._socket.sendto(payload, self._address)
             except OSError as exc:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -133,6 +134,23 @@ class TestSystemdNotifier:
         assert str(path) in warnings[0].getMessage()
         assert recovered is True
         assert "systemd.notify_recovered" in caplog.text
+
+    def test_full_queue_does_not_block(self, listener: NotifyListener) -> None:
+        # The listener never reads, as when systemd is busy. A blocking send
+        # would hang once the queue (net.unix.max_dgram_qlen) is full.
+        notifier = SystemdNotifier({"NOTIFY_SOCKET": listener.environ_value})
+        results: list[bool] = []
+
+        sender = threading.Thread(
+            target=lambda: results.extend(notifier.watchdog() for _ in range(2000)),
+            daemon=True,
+        )
+        sender.start()
+        sender.join(10.0)
+
+        assert not sender.is_alive(), "send blocked on a full queue"
+        assert results[0] is True
+        assert results[-1] is False
 
     def test_close_then_send_reopens(self, listener: NotifyListener) -> None:
         notifier = SystemdNotifier({"NOTIFY_SOCKET": listener.environ_value})
