@@ -6,7 +6,7 @@ asset tags and a fresh token (written 0600 into the state directory and
 handed to the agent as its token file), an MQTT broker (Mosquitto when
 installed, else an embedded one, unless an existing broker is given), a
 real MQTT subscriber that counts messages, and the agent itself, in this
-process, with a generated configuration. Everything listens on 127.0.0.1.
+process, with a generated configuration. Every part listens on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(slots=True, kw_only=True)
 class Delivered:
-    """What the sandbox API stored, read back through its HTTP API."""
+    """Measurements and requests the sandbox API stored, read back over HTTP."""
 
     measurements: list[dict[str, Any]] = field(default_factory=list)
     maintenance_requests: list[dict[str, Any]] = field(default_factory=list)

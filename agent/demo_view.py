@@ -1,4 +1,4 @@
-"""What ``cmagent demo`` shows while it runs and when it ends.
+"""The live view and final summary of ``cmagent demo``.
 
 On a terminal a rich table per asset refreshes every second: last values,
 velocity RMS and ISO zone, the strongest envelope lines, the diagnosis with

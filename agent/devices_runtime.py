@@ -5,8 +5,8 @@ jittered backoff, reads the scalar points every ``poll_interval`` and the
 waveforms every ``waveform_interval`` (or sooner on request), and hands the
 results to a :class:`AcquisitionSink`. While the device is unreachable it
 reports every point as bad (``comm_error``, value None) once per poll
-interval and never repeats a last good value. A failing device never waits
-on another one, because each runner is its own task.
+interval and never repeats a last good value. Each runner is its own task
+with its own timeouts, so a failing device does not delay the others.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 
 class DeviceState(enum.Enum):
-    """Connection state of a device as the agent sees it."""
+    """Connection state of a device, as its acquisition task tracks it."""
 
     CONNECTING = "connecting"
     CONNECTED = "connected"
@@ -39,7 +39,7 @@ class DeviceState(enum.Enum):
 
 
 class AcquisitionSink(Protocol):
-    """Where a device task delivers what it acquired."""
+    """The receiver of a device task's readings, waveforms and progress beats."""
 
     def readings(self, device_id: str, readings: Sequence[Reading]) -> None: ...
 

@@ -53,7 +53,7 @@ MAX_PENDING_ITEMS: Final = 100_000
 
 
 class LivePublisher(Protocol):
-    """What the pipeline needs from the MQTT publisher."""
+    """The part of the MQTT publisher the pipeline uses."""
 
     def publish_reading(self, reading: Reading) -> None: ...
 
@@ -152,7 +152,7 @@ class Pipeline:
 
     async def start(self) -> None:
         """Start one task per enabled device, the analysis worker and the
-        scalar flusher. Returns at once, whether or not devices answer."""
+        scalar flusher. Returns at once, whether or not devices respond."""
         for device_id, spec in self.specs.items():
             if self.settings.devices[device_id].enabled:
                 self._start_device(device_id, spec)

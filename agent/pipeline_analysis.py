@@ -31,7 +31,7 @@ TOP_ENVELOPE_LINES: Final = 3
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WaveformResult:
-    """What the pipeline keeps from one analysis.
+    """The results the pipeline keeps from one analysis.
 
     ``measurements`` maps a measurement name to its value and unit (all
     finite), ``health_values`` the indicators the health monitor judges,

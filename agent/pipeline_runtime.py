@@ -2,7 +2,7 @@
 
 :class:`AgentRuntime` assembles the parts from a configuration, starts them
 in an order that makes ``READY`` true (outbox open, device tasks started,
-whether or not the devices answer), stops them in the reverse order with a
+whether or not the devices respond), stops them in the reverse order with a
 final outbox flush, and applies a reloaded configuration. ``cmagent run``
 and ``cmagent demo`` both drive it.
 """
