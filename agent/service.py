@@ -1,11 +1,12 @@
 """Integration with systemd: the notify protocol, the watchdog and signals.
 
-The service unit is ``Type=notify`` with ``WatchdogSec=``. The agent tells
-systemd when it is ready, reloading and stopping, and it pings the watchdog
-only while the event loop runs and every acquisition task makes progress.
-A wedged event loop or a stalled device task therefore ends in a restart by
-systemd. A long analysis in a worker thread does not, because progress is
-counted from device polls, not from analyses.
+The service unit is ``Type=notify`` with ``WatchdogSec=``. The agent sends
+systemd a notification when it is ready, reloading and stopping, and it
+pings the watchdog only while the event loop runs and every acquisition
+task makes progress. A wedged event loop or a stalled device task
+therefore ends in a restart by systemd. A long analysis in a worker
+thread does not, because progress is counted from device polls, not from
+analyses.
 
 Typical use in ``cmagent run``::
 
@@ -85,7 +86,7 @@ class SystemdNotifier:
         return self.notify(f"STATUS={_one_line(text)}")
 
     def reloading(self) -> bool:
-        """Send ``RELOADING=1``; call :meth:`ready` when the reload is done.
+        """Send ``RELOADING=1``. Call :meth:`ready` when the reload is done.
 
         ``MONOTONIC_USEC`` is included because ``Type=notify-reload``
         (systemd 253 and later) requires it; ``Type=notify`` ignores it.
@@ -175,7 +176,8 @@ def _socket_address(value: str) -> str | None:
         return "\0" + value[1:]
     if value.startswith("/"):
         return value
-    # systemd 254 and later can also pass "vsock:CID:PORT", used in VMs.
+    # Newer systemd versions can also pass a vsock address in virtual
+    # machines ("vsock:CID:PORT"), which this module does not support.
     logger.warning(
         "systemd.notify_socket_unsupported value=%r: expected an absolute "
         "path or an abstract name starting with '@'; notifications are off",
@@ -192,8 +194,8 @@ def watchdog_interval_s(environ: Mapping[str, str] = os.environ) -> float | None
     """Return the watchdog ping interval, or None when there is no watchdog.
 
     systemd sets ``WATCHDOG_USEC`` to ``WatchdogSec=`` and ``WATCHDOG_PID``
-    to the main process. The interval is half the timeout, as ``sd_notify(3)``
-    recommends, so one late ping does not trigger a restart. A
+    to the main process. The interval is half the timeout, so one late ping does
+    not trigger a restart. A
     ``WATCHDOG_PID`` of another process (a child that inherited the
     environment) means the watchdog is not ours to ping.
     """
@@ -252,7 +254,7 @@ class ProgressTracker:
             self._last_beat[name] = self._clock()
 
     def unregister(self, name: str) -> None:
-        """Stop tracking ``name``; an unknown name is ignored."""
+        """Stop tracking ``name``, ignoring a name that is not registered."""
         with self._lock:
             self._last_beat.pop(name, None)
 
@@ -287,7 +289,7 @@ class Watchdog:
     ``WATCHDOG=1`` only when it returns True. The task runs on the event
     loop, so a blocked loop stops the pings without any check. When the
     pings stop, one WARNING names the stale components (from ``stale()``,
-    if given); when they resume, one INFO says so.
+    if given). When they resume, one INFO line is logged.
 
     Args:
         notifier: where the pings go.
