@@ -295,8 +295,11 @@ def _load_profiles(
     if settings is not None:
         profile_dirs: Sequence[Any] = settings.gateway.profile_dirs
     else:
-        raw = data.get("gateway", {}).get("profile_dirs", [])
-        profile_dirs = [d for d in raw if isinstance(d, str)]
+        # The file failed validation, so any table may have the wrong type.
+        gateway = data.get("gateway")
+        raw = gateway.get("profile_dirs") if isinstance(gateway, Mapping) else None
+        raw_dirs = raw if isinstance(raw, list) else []
+        profile_dirs = [d for d in raw_dirs if isinstance(d, str)]
     search_dirs = profile_search_dirs(config_dir, [Path(d) for d in profile_dirs])
 
     by_path: dict[Path, LoadedProfile] = {}

@@ -9,6 +9,7 @@ mean" for a misspelled key.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 import tomllib
@@ -23,6 +24,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ValidationError
 
 from agent.settings import SECRET_KEYS, SettingsRuleError
+from agent.toml_locator import TomlLocator
 
 KeyPath = tuple[str | int, ...]
 Locate = Callable[[KeyPath], tuple[str, int | None]]
@@ -272,7 +274,11 @@ def problems_from_validation(
 
 # --- reading TOML ------------------------------------------------------------
 
+MAX_NESTING: Final = 32
+"""Deepest nesting of tables and arrays accepted; the schema needs 6."""
+
 _TOML_POSITION: Final = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+_AT_END: Final = " (at end of document)"
 
 
 def read_toml(path: Path) -> tuple[str, dict[str, Any]] | Problem:
@@ -286,12 +292,24 @@ def read_toml(path: Path) -> tuple[str, dict[str, Any]] | Problem:
     except OSError as exc:
         return Problem(source=str(path), message=f"cannot read file: {exc.strerror}")
     except UnicodeDecodeError as exc:
+        before = exc.object[: exc.start]
         return Problem(
             source=str(path),
+            line=before.count(b"\n") + 1,
+            column=exc.start - (before.rfind(b"\n") + 1) + 1,
             message=f"expected UTF-8 text, found byte {exc.object[exc.start]:#04x}",
         )
     try:
-        return text, tomllib.loads(text)
+        data = tomllib.loads(text)
+    except RecursionError:
+        return Problem(
+            source=str(path),
+            line=_deepest_bracket_line(text),
+            message=(
+                "syntax error: arrays or inline tables nested too deeply; "
+                f"expected at most {MAX_NESTING} levels"
+            ),
+        )
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         match = _TOML_POSITION.search(message)
@@ -299,12 +317,74 @@ def read_toml(path: Path) -> tuple[str, dict[str, Any]] | Problem:
         column = int(match.group(2)) if match else None
         if match:
             message = message[: match.start()]
+        elif message.endswith(_AT_END):
+            # tomllib gives no position for an error at the end of the text.
+            last_line = text.rsplit("\n", 1)[-1]
+            line, column = text.count("\n") + 1, len(last_line) + 1
+            message = message.removesuffix(_AT_END) + " at end of file"
         return Problem(
             source=str(path),
             line=line,
             column=column,
             message=f"syntax error: {message}",
         )
+    deep = _first_too_deep(data)
+    if deep is not None:
+        line = 1
+        with contextlib.suppress(RecursionError):
+            line = TomlLocator(text).line_of(deep)
+        return Problem(
+            source=str(path),
+            line=line,
+            key_path=format_key_path(deep[:MAX_NESTING]),
+            message=(
+                f"expected tables and arrays nested at most {MAX_NESTING} "
+                "levels deep, found deeper nesting"
+            ),
+        )
+    return text, data
+
+
+def _first_too_deep(data: dict[str, Any]) -> KeyPath | None:
+    """Return the path of a value nested deeper than MAX_NESTING, if any.
+
+    The walk uses an explicit stack, because the checks that follow
+    recurse and would overflow Python's stack on such a document.
+    """
+    stack: list[tuple[KeyPath, Any]] = [((), data)]
+    while stack:
+        path, value = stack.pop()
+        if len(path) > MAX_NESTING:
+            return path
+        if isinstance(value, dict):
+            stack.extend(((*path, key), item) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend(((*path, index), item) for index, item in enumerate(value))
+    return None
+
+
+def _deepest_bracket_line(text: str) -> int:
+    """Return the line where ``[`` and ``{`` nest deepest, strings ignored.
+
+    Used when ``tomllib`` itself overflows the stack and cannot say where.
+    """
+    depth = deepest = 0
+    line = deepest_line = 1
+    quote = ""
+    for char in text:
+        if char == "\n":
+            line += 1
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, deepest_line = depth, line
+        elif char in "]}":
+            depth -= 1
+    return deepest_line
 
 
 def _secret_hint(key: str) -> str:
