@@ -296,7 +296,9 @@ class AgentRuntime:
 
     async def _write_status(self, *, running: bool) -> None:
         try:
-            snapshot = await asyncio.to_thread(self.snapshot, running)
+            # Built on the event loop, which owns the pipeline's state;
+            # only the file write goes to a thread.
+            snapshot = self.snapshot(running)
             await asyncio.to_thread(write_status, state_dir_of(self.settings), snapshot)
         except (OSError, ValueError) as exc:
             logger.warning("agent.status_write_failed", extra={"cause": str(exc)})
