@@ -80,8 +80,9 @@ class TestWatchdog:
         self, listener: NotifyListener
     ) -> None:
         # WatchdogSec=400ms gives a 200 ms ping interval, so a 2 s window
-        # holds 11 pings at most (t = 0, 0.2, ..., 2.0). A loaded machine
-        # delays pings but cannot add any, hence the wide lower bound.
+        # contains at most 11 pings (t = 0, 0.2, ..., 2.0); one more is
+        # allowed for timer rounding. A loaded machine delays pings but
+        # cannot add any, hence the wide lower bound.
         environ = systemd_environ(listener.environ_value, 400_000)
         interval_s = watchdog_interval_s(environ)
         assert interval_s == 0.2
