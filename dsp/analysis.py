@@ -212,6 +212,13 @@ def _bearing_analysis(
 ) -> tuple[EnvelopeResult, Diagnosis] | str:
     """Run the envelope analysis and diagnosis, or return why it cannot run."""
     top_hz = highest_target_hz(frequencies)
+    nyquist_hz = spectrum.fs_hz / 2
+    if top_hz >= nyquist_hz:
+        return (
+            f"defect lines up to {top_hz:g} Hz lie above the Nyquist rate "
+            f"{nyquist_hz:g} Hz; expected a lower shaft speed or a higher "
+            "sample rate"
+        )
     sk, sk_step_hz = spectral_kurtosis(centred, spectrum.fs_hz)
     if machine.envelope_band_hz is not None:
         low, high = clip_band(machine.envelope_band_hz, spectrum.fs_hz, what="envelope")

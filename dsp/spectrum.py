@@ -21,6 +21,12 @@ from numpy.typing import NDArray
 MIN_SAMPLES: Final = 256
 """Shortest waveform analysed: shorter blocks resolve no machine order."""
 
+MAX_SAMPLE_MAGNITUDE: Final = 1e30
+"""Largest sample magnitude analysed, far above any accelerometer's range.
+
+Kurtosis raises samples to the fourth power; above about 1e75 that
+overflows float64, so such a block can only be corrupt data."""
+
 
 @lru_cache(maxsize=16)
 def hann_window(n: int) -> NDArray[np.float64]:
@@ -118,7 +124,8 @@ def validate_waveform(samples: object, fs_hz: float) -> NDArray[np.float64]:
     ValueError
         If ``fs_hz`` is not a positive finite number, the array is not
         one-dimensional (an ``(n, 1)`` column is accepted and flattened),
-        has fewer than ``MIN_SAMPLES`` samples, or contains NaN or infinity.
+        has fewer than ``MIN_SAMPLES`` samples, or contains NaN, infinity
+        or a magnitude above ``MAX_SAMPLE_MAGNITUDE``.
     TypeError
         If ``samples`` cannot be converted to real floating point.
     """
@@ -139,18 +146,21 @@ def validate_waveform(samples: object, fs_hz: float) -> NDArray[np.float64]:
     if array.size < MIN_SAMPLES:
         raise ValueError(f"need at least {MIN_SAMPLES} samples, found {array.size}")
     array = np.asarray(array, dtype=np.float64)
-    # The sum is needed anyway and is NaN or infinite whenever a sample
-    # is; only then is the slower element-wise scan run.
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = array.sum()
-    if not np.isfinite(total):
-        finite = np.isfinite(array)
-        if not finite.all():
-            bad = np.flatnonzero(~finite)
-            raise ValueError(
-                f"samples contain {bad.size} NaN or infinite values, "
-                f"first at index {int(bad[0])} ({array[bad[0]]!r})"
-            )
+    # The extremes are NaN or infinite whenever a sample is; only then is
+    # the slower element-wise scan run.
+    high, low = float(array.max()), float(array.min())
+    if not (np.isfinite(high) and np.isfinite(low)):
+        bad = np.flatnonzero(~np.isfinite(array))
+        raise ValueError(
+            f"samples contain {bad.size} NaN or infinite values, "
+            f"first at index {int(bad[0])} ({array[bad[0]]!r})"
+        )
+    peak = max(high, -low)
+    if peak > MAX_SAMPLE_MAGNITUDE:
+        raise ValueError(
+            f"samples must be within +/-{MAX_SAMPLE_MAGNITUDE:g}, found a "
+            f"sample of magnitude {peak:g}"
+        )
     return array
 
 
