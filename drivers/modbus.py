@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
-import struct
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Final
 
 from pymodbus.pdu import ModbusPDU
 
-from drivers.base import GOOD, Quality, QualityReason, Reading, ScalarValue, Waveform
-from drivers.codec import apply_scale, decode_scalar, decode_string
+from drivers.base import Quality, QualityReason, Reading, ScalarValue, Waveform
 from drivers.errors import (
     DriverConfigError,
     DriverConnectError,
@@ -30,6 +25,7 @@ from drivers.errors import (
     DriverTimeoutError,
 )
 from drivers.modbus_capture import capture_waveform
+from drivers.modbus_decode import BlockDecoder
 from drivers.modbus_link import (
     ModbusLink,
     acquire_serial_link,
@@ -37,10 +33,8 @@ from drivers.modbus_link import (
     open_tcp_link,
     release_serial_link,
 )
-from drivers.planner import BIT_TABLES, ReadRequest, plan_reads, point_slice
+from drivers.planner import BIT_TABLES, ReadRequest, plan_reads
 from drivers.spec import (
-    DataType,
-    Endian,
     ModbusPointSpec,
     ModbusRtuSpec,
     ModbusTcpSpec,
@@ -78,6 +72,9 @@ class ModbusDriver:
             max_registers=spec.max_registers_per_request,
             max_gap=spec.max_gap_registers,
         )
+        self._decoders = [
+            BlockDecoder(request, source=spec.device_id) for request in self.requests
+        ]
         self._waveforms = {w.name: w for w in spec.waveforms}
         self._link: ModbusLink | None = None
         self._state = DriverState.DISCONNECTED
@@ -157,7 +154,7 @@ class ModbusDriver:
 
         readings: list[Reading] = []
         lost: DriverConnectError | None = None
-        for request in self.requests:
+        for request, decoder in zip(self.requests, self._decoders, strict=True):
             timestamp = datetime.now(UTC)
             if lost is not None:
                 readings.extend(self._bad_block(request, timestamp, lost))
@@ -172,7 +169,7 @@ class ModbusDriver:
                     lost = exc
                 readings.extend(self._bad_block(request, timestamp, exc))
                 continue
-            readings.extend(self._decode_block(request, values, timestamp))
+            readings.extend(decoder.decode(values, timestamp))
         return readings
 
     def offline_readings(self, detail: str) -> list[Reading]:
@@ -285,24 +282,6 @@ class ModbusDriver:
         quality = Quality.bad(reason, str(exc))
         return [self._reading(p, None, quality, timestamp) for p in request.points]
 
-    def _decode_block(
-        self,
-        request: ReadRequest,
-        values: Sequence[int] | Sequence[bool],
-        timestamp: datetime,
-    ) -> list[Reading]:
-        # Packing the block once lets big-endian points decode with one
-        # struct.unpack_from each, the common case on a busy poll.
-        packed = b""
-        if request.table not in BIT_TABLES:
-            packed = struct.pack(f">{len(values)}H", *values)
-        readings = []
-        for point in request.points:
-            window = point_slice(request, point)
-            value, quality = decode_point(point, values[window], packed, window.start)
-            readings.append(self._reading(point, value, quality, timestamp))
-        return readings
-
     def _reading(
         self,
         point: ModbusPointSpec,
@@ -319,71 +298,3 @@ class ModbusDriver:
             quality=quality,
             source=self.device_id,
         )
-
-
-_BIG_FORMAT: Final = {
-    DataType.INT16: ">h",
-    DataType.UINT16: ">H",
-    DataType.INT32: ">i",
-    DataType.UINT32: ">I",
-    DataType.INT64: ">q",
-    DataType.UINT64: ">Q",
-    DataType.FLOAT32: ">f",
-    DataType.FLOAT64: ">d",
-}
-
-
-def decode_point(
-    point: ModbusPointSpec,
-    raw: Sequence[int] | Sequence[bool],
-    packed: bytes = b"",
-    offset: int = 0,
-) -> tuple[ScalarValue, Quality]:
-    """Decode one point's registers or bits into its value and quality.
-
-    ``packed`` is optionally the whole block as big-endian bytes and
-    ``offset`` the point's first register in it, for the fast path.
-    A NaN or infinite float is bad/decode_error with no value; a value
-    outside ``valid_range`` is bad/out_of_range and keeps its value.
-    """
-    try:
-        fast = _BIG_FORMAT.get(point.data_type) if packed else None
-        if fast and point.byte_order is point.word_order is Endian.BIG:
-            number = struct.unpack_from(fast, packed, 2 * offset)[0]
-            value = apply_scale(number, point.scale, point.offset)
-        else:
-            value = _decode_raw(point, raw)
-    except DriverDecodeError as exc:
-        return None, Quality.bad(QualityReason.DECODE_ERROR, f"{_where(point)}: {exc}")
-
-    if isinstance(value, float) and not math.isfinite(value):
-        detail = (
-            f"{_where(point)}: expected a finite {point.data_type.value}, found {value}"
-        )
-        return None, Quality.bad(QualityReason.DECODE_ERROR, detail)
-    if point.valid_range is not None and isinstance(value, int | float):
-        low, high = point.valid_range
-        if not low <= value <= high:
-            detail = f"{_where(point)}: expected {low}..{high}, found {value!r}"
-            return value, Quality.bad(QualityReason.OUT_OF_RANGE, detail)
-    return value, GOOD
-
-
-def _where(point: ModbusPointSpec) -> str:
-    return f"point {point.name!r} at {point.table.value} address {point.address}"
-
-
-def _decode_raw(
-    point: ModbusPointSpec, raw: Sequence[int] | Sequence[bool]
-) -> ScalarValue:
-    if point.table in BIT_TABLES:
-        return bool(raw[0])
-    registers = [int(r) for r in raw]
-    if point.data_type is DataType.BOOL:
-        return bool((registers[0] >> (point.bit or 0)) & 1)
-    if point.data_type is DataType.STRING:
-        return decode_string(registers, point.byte_order)
-    number = decode_scalar(
-        registers, point.data_type, point.byte_order, point.word_order
-    )
-    return apply_scale(number, point.scale, point.offset)

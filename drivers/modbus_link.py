@@ -326,10 +326,9 @@ async def _call_once(
     kwargs: dict[str, object],
 ) -> ModbusPDU:
     # pymodbus times out on its own after timeout_s; the extra second only
-    # guards against a request that never completes.
+    # guards against a request that never completes. asyncio.timeout runs
+    # the request in this task, where wait_for would create one per call.
     coroutine = call(address, **{_UNIT_KEYWORD: unit_id}, **kwargs)
-    response: ModbusPDU = await asyncio.wait_for(
-        coroutine,  # type: ignore[arg-type]
-        timeout_s + 1.0,
-    )
+    async with asyncio.timeout(timeout_s + 1.0):
+        response: ModbusPDU = await coroutine  # type: ignore[misc]
     return response

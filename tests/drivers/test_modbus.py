@@ -142,6 +142,44 @@ class TestByteOrders:
         assert [r.value for r in readings] == [1.0, 2.0, 3.0]
 
 
+class TestMixedBlock:
+    async def test_types_orders_and_scales_in_one_block(
+        self, sim: ModbusSimulator
+    ) -> None:
+        # Hand-encoded: int16 -2 is 0xFFFE; uint32 0x00012345 in CDAB order
+        # is [0x2345, 0x0001]; int16 215 scaled by 0.1 plus 1 is 22.5;
+        # float32 1.5 is 0x3FC00000 and in DCBA order [0x0000, 0xC03F].
+        await write_bank(sim.port, 100, [0xFFFE, 0x2345, 0x0001, 215, 0x0000, 0xC03F])
+        points = (
+            ModbusPointSpec(
+                name="a", asset="m1", address=100, data_type=DataType.INT16
+            ),
+            ModbusPointSpec(
+                name="b", asset="m1", address=101, data_type=DataType.UINT32,
+                word_order=L,
+            ),
+            ModbusPointSpec(
+                name="c", asset="m1", address=103, data_type=DataType.INT16,
+                scale=0.1, offset=1.0,
+            ),
+            ModbusPointSpec(
+                name="d", asset="m1", address=104, data_type=DataType.FLOAT32,
+                byte_order=L, word_order=L,
+            ),
+        )  # fmt: skip
+        driver = ModbusDriver(tcp_spec(sim.port, 20, points=points))
+        await driver.connect()
+        readings = {r.point: r for r in await driver.read_points()}
+        await driver.close()
+        assert len(driver.requests) == 1
+        assert readings["a"].value == -2
+        assert isinstance(readings["a"].value, int)
+        assert readings["b"].value == 0x00012345
+        assert readings["c"].value == pytest.approx(22.5)
+        assert readings["d"].value == 1.5
+        assert all(r.quality.is_good for r in readings.values())
+
+
 class TestFaults:
     async def test_exception_code_marks_block_bad(self, sim: ModbusSimulator) -> None:
         sim.set_exception(10, 2)
