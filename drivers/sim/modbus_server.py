@@ -121,8 +121,8 @@ class _SensorContext(ModbusServerContext):
 RTU_FRAME_GAP_S: Final = 0.02
 """Line silence after which the serial server starts a new frame.
 
-The RTU standard's gap is 3.5 characters (1.75 ms above 19 200 baud); a
-pseudo-terminal and the event loop add jitter, so the simulator waits
+The RTU standard's gap is 3.5 characters, or 1.75 ms above 19 200 baud.
+A pseudo-terminal and the event loop add jitter, so the simulator waits
 longer before it drops a partial frame."""
 
 

@@ -146,9 +146,9 @@ class TestMixedBlock:
     async def test_types_orders_and_scales_in_one_block(
         self, sim: ModbusSimulator
     ) -> None:
-        # Hand-encoded: int16 -2 is 0xFFFE; uint32 0x00012345 in CDAB order
-        # is [0x2345, 0x0001]; int16 215 scaled by 0.1 plus 1 is 22.5;
-        # float32 1.5 is 0x3FC00000 and in DCBA order [0x0000, 0xC03F].
+        # Hand-encoded values. int16 -2 is 0xFFFE. uint32 0x00012345 in
+        # CDAB order is [0x2345, 0x0001]. int16 215 scaled by 0.1 plus 1 is
+        # 22.5. float32 1.5 is 0x3FC00000, in DCBA order [0x0000, 0xC03F].
         await write_bank(sim.port, 100, [0xFFFE, 0x2345, 0x0001, 215, 0x0000, 0xC03F])
         points = (
             ModbusPointSpec(
