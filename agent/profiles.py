@@ -31,6 +31,7 @@ then the ``config/devices/`` directory shipped with the agent.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,9 +65,17 @@ from agent.settings import (
 from agent.toml_locator import TomlLocator
 from drivers import spec
 
-BUNDLED_PROFILE_DIR: Final = (
-    Path(agent.__file__).resolve().parents[1] / "config" / "devices"
-)
+
+def _bundled_profile_dir() -> Path:
+    # A source checkout or editable install keeps the profiles beside the
+    # packages; a wheel installs them as data files under the prefix.
+    source_dir = Path(agent.__file__).resolve().parents[1] / "config" / "devices"
+    if source_dir.is_dir():
+        return source_dir
+    return Path(sys.prefix) / "share" / "cmagent" / "devices"
+
+
+BUNDLED_PROFILE_DIR: Final = _bundled_profile_dir()
 """Profiles shipped with the agent, searched last."""
 
 PROTOCOL_OF_DRIVER: Final = {

@@ -74,7 +74,11 @@ def set_token(args: argparse.Namespace) -> int:
         return 1
 
     print(f"Stored the uplink token in {path} (mode 0600).")
-    print("Reload a running agent with `systemctl reload cmagent` (SIGHUP).")
+    print(
+        "A running agent re-reads a token file on `systemctl reload cmagent`"
+        " (SIGHUP) and after a 401; a systemd credential is read only at"
+        " start, so after changing one run `systemctl restart cmagent`."
+    )
     print("To keep it as an encrypted systemd credential instead, run:")
     print(f"  {ENCRYPT_COMMAND}")
     print("and pipe the token into it the same way.")
