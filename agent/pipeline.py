@@ -42,7 +42,7 @@ from agent.pipeline_analysis import (
     analyse_waveform,
 )
 from agent.settings import AgentSettingsModel, AssetSettings
-from drivers.base import Reading, Waveform
+from drivers.base import QualityStatus, Reading, Waveform
 from drivers.spec import DeviceSpec
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class PipelineCounters:
     """Running totals, reported in the status snapshot."""
 
     readings: int = 0
+    readings_rejected: int = 0
     waveforms_received: int = 0
     waveforms_analysed: int = 0
     waveforms_dropped: int = 0
@@ -140,6 +141,7 @@ class Pipeline:
         self._last_ts: dict[tuple[str, str], datetime] = {}
         self._latest: dict[tuple[str, str], float] = {}
         self._rejected_devices: set[str] = set()
+        self._rejected_points: set[tuple[str, str]] = set()
         self._alarm_published: set[str] = set()
         self._failed_devices: set[str] = set()
         self._tasks: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
@@ -254,12 +256,18 @@ class Pipeline:
         """Publish readings live, batch them for the outbox and judge the
         ones that are health indicators."""
         health_values: dict[str, dict[str, float]] = {}
+        stamps: dict[str, datetime] = {}
         for reading in readings:
             self.counters.readings += 1
             if self.publisher is not None:
-                self.publisher.publish_reading(reading)
+                try:
+                    self.publisher.publish_reading(reading)
+                except (ValueError, TypeError) as exc:
+                    # An invalid topic level or a naive timestamp: the
+                    # reading cannot go live, but the others still do.
+                    self._reject_reading(device_id, reading, exc)
             value = _finite(reading.value)
-            if value is None:
+            if value is None or reading.timestamp.utcoffset() is None:
                 continue
             self.assets.setdefault(reading.asset, AssetView()).values[reading.point] = (
                 value
@@ -277,13 +285,36 @@ class Pipeline:
                 self._latest[(reading.asset, reading.point)] = value
                 if self._judged(reading.asset, reading.point):
                     health_values.setdefault(reading.asset, {})[reading.point] = value
+                    stamp = stamps.get(reading.asset, reading.timestamp)
+                    stamps[reading.asset] = max(stamp, reading.timestamp)
         for asset, values in health_values.items():
-            stamp = max(r.timestamp for r in readings if r.asset == asset)
-            self._judge(asset, stamp, values)
+            self._judge(asset, stamps[asset], values)
+
+    def _reject_reading(self, device_id: str, reading: Reading, exc: Exception) -> None:
+        self.counters.readings_rejected += 1
+        key = (device_id, reading.point)
+        if key not in self._rejected_points:
+            self._rejected_points.add(key)
+            logger.warning(
+                "pipeline.reading_rejected",
+                extra={
+                    "device": device_id,
+                    "asset": reading.asset,
+                    "point": reading.point,
+                    "cause": str(exc),
+                },
+            )
 
     def waveform(self, device_id: str, waveform: Waveform) -> None:
-        """Queue a waveform for analysis, dropping the oldest when full."""
+        """Queue a waveform for analysis, dropping the oldest when full.
+
+        A waveform whose quality is bad is counted as rejected and not
+        analysed, because its indicators would be judged as evidence.
+        """
         self.counters.waveforms_received += 1
+        if waveform.quality.status is QualityStatus.BAD:
+            self._reject(waveform, ValueError(f"quality {waveform.quality.label()}"))
+            return
         if self._queue.full():
             self._queue.get_nowait()
             self.counters.waveforms_dropped += 1
