@@ -90,6 +90,7 @@ class DeviceRunner:
         self._backoff = Backoff(schedule.backoff_initial_s, schedule.backoff_max_s)
         self._waveform_requested = asyncio.Event()
         self._next_capture = 0.0
+        self._defect_logged = False
 
     def request_waveform(self) -> None:
         """Capture the waveforms at the next poll instead of waiting."""
@@ -153,6 +154,16 @@ class DeviceRunner:
                     await driver.close()
                 await self._wait_down(stop, self._backoff.next_delay())
                 return
+            except Exception as exc:
+                # A defect in the driver or downstream (a naive timestamp,
+                # an unexpected vendor exception) must not end this task:
+                # the traceback is logged once and the device reconnects.
+                self._log_defect_once(exc)
+                self._mark_down(exc)
+                with contextlib.suppress(Exception):
+                    await driver.close()
+                await self._wait_down(stop, self._backoff.next_delay())
+                return
             self._backoff.reset()
             self._sink.beat(self.device_id)
 
@@ -161,8 +172,12 @@ class DeviceRunner:
 
     async def _poll_once(self, driver: Driver, now: float) -> None:
         readings = await driver.read_points()
+        # A naive timestamp is a driver defect the sink reports; it cannot
+        # be compared with the others, so it never becomes the latest.
+        aware = [r.timestamp for r in readings if r.timestamp.utcoffset() is not None]
+        if aware:
+            self.last_reading_at = max(aware)
         if readings:
-            self.last_reading_at = max(r.timestamp for r in readings)
             self._sink.readings(self.device_id, readings)
 
         if self._waveform_requested.is_set() or now >= self._next_capture:
@@ -172,7 +187,17 @@ class DeviceRunner:
                 waveform = await driver.read_waveform(waveform_spec.name)
                 self._sink.waveform(self.device_id, waveform)
 
-    def _mark_down(self, exc: DriverError) -> None:
+    def _log_defect_once(self, exc: Exception) -> None:
+        if self._defect_logged:
+            return
+        self._defect_logged = True
+        logger.error(
+            "device.poll_failed",
+            exc_info=exc,
+            extra={"device": self.device_id, "cause": repr(exc)},
+        )
+
+    def _mark_down(self, exc: Exception) -> None:
         cause = str(exc)
         if self.state is not DeviceState.DOWN or cause != self.last_error:
             logger.warning(
