@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 from pydantic import SecretStr
@@ -22,6 +22,23 @@ from agent.errors import (
     UplinkUnavailableError,
 )
 from agent.settings import UplinkSettings
+
+MAX_REPLY_BYTES: Final = 1 << 20
+"""Longest answer read; the API's answers are a few kilobytes."""
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> bytes | None:
+    """Return the body, or None when it exceeds ``MAX_REPLY_BYTES``."""
+    if (resp.content_length or 0) > MAX_REPLY_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_REPLY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,11 +120,16 @@ async def exchange(
     where = f"{method} {url}"
     try:
         async with session.request(method, url, data=body, headers=headers) as resp:
-            raw = await resp.read()
+            raw = await _read_capped(resp)
             status, retry_after = resp.status, resp.headers.get("Retry-After")
     except (aiohttp.ClientError, TimeoutError) as exc:
         cause = type(exc).__name__
         raise UplinkUnavailableError(f"{where} failed: {cause}") from None
+    if raw is None:
+        raise UplinkUnavailableError(
+            f"{where} failed: expected an answer of at most {MAX_REPLY_BYTES} "
+            "bytes, found a longer one"
+        )
 
     try:
         document = json.loads(raw) if raw else None

@@ -9,7 +9,13 @@ outbox, maintenance requests before measurements, sends it and settles it:
 * 401 and 403 stop delivery with everything kept (``reauth_required``)
   until a new token is loaded, so a revoked token causes no retry storm;
 * 429 waits ``Retry-After`` plus jitter; 5xx, timeouts and network errors
-  wait a capped exponential backoff with jitter.
+  wait a capped exponential backoff with jitter;
+* a 2xx answer that is not the documented JSON (HTML from a proxy, a body
+  cut short or over ``MAX_REPLY_BYTES``, no integer ``accepted``, a
+  rejected index outside the batch, counts that do not add up) is retried
+  like a 5xx. The API may have stored the batch, and a replay with the
+  same key stores nothing twice, whereas a dead letter could drop data
+  the API never received.
 
 A batch that is retried keeps its idempotency key and request body (both
 stored in the outbox), so a request the API committed but never answered
@@ -40,6 +46,7 @@ from agent.errors import (
     UplinkError,
     UplinkRateLimitedError,
     UplinkRejectedError,
+    UplinkUnavailableError,
 )
 from agent.outbox import LeasedItem, Outbox
 from agent.settings import UplinkSettings
@@ -276,12 +283,21 @@ class Uplink:
         return 0.0
 
     def _settle(self, kind: str, leased: Sequence[LeasedItem], reply: Reply) -> None:
+        """Acknowledge and dead-letter as the answer says.
+
+        Raises:
+            UplinkUnavailableError: the answer is not the documented JSON,
+                so nothing is settled and the batch is retried.
+        """
         rejected: dict[int, str] = {}
-        if reply.status == 207 and isinstance(reply.document, Mapping):
-            for entry in reply.document.get("rejected", []):
-                index, error = entry.get("index"), entry.get("error")
-                if isinstance(index, int) and 0 <= index < len(leased):
-                    rejected[index] = _reason(error)
+        if kind == MEASUREMENT:
+            rejected = _rejected_indices(reply, len(leased))
+        elif not isinstance(reply.document, Mapping):
+            raise UplinkUnavailableError(
+                f"answer to a {kind}: expected a JSON object, found "
+                f"{_shape(reply.document)}",
+                status=reply.status,
+            )
         accepted = [i.id for n, i in enumerate(leased) if n not in rejected]
         self.outbox.ack(accepted)
         if rejected:
@@ -490,6 +506,7 @@ class Uplink:
         """Walk every page of the asset list and rebuild tag → remote id."""
         remote_ids: dict[str, str] = {}
         cursor: str | None = None
+        seen: set[str] = set()
         while True:
             query = f"?limit={ASSET_PAGE_LIMIT}"
             if cursor:
@@ -500,13 +517,29 @@ class Uplink:
                 self._url(self.settings.assets_path) + query,
                 token,
             )
-            page = reply.document if isinstance(reply.document, Mapping) else {}
-            for asset in page.get("data", []):
+            page = reply.document
+            data = page.get("data") if isinstance(page, Mapping) else None
+            cursor = page.get("next_cursor") if isinstance(page, Mapping) else None
+            if not isinstance(data, list) or not isinstance(cursor, str | None):
+                raise UplinkUnavailableError(
+                    'asset page: expected {"data": [...], "next_cursor": '
+                    f"string or null}}, found {_shape(page)}",
+                    status=reply.status,
+                )
+            for asset in data:
+                if not isinstance(asset, Mapping):
+                    continue
                 if asset.get("tag") is not None and asset.get("id") is not None:
                     remote_ids[str(asset["tag"])] = str(asset["id"])
-            cursor = page.get("next_cursor")
             if not cursor:
                 break
+            if cursor in seen:
+                raise UplinkUnavailableError(
+                    f"asset pages: cursor {cursor[:40]!r} returned twice; "
+                    "expected each page once",
+                    status=reply.status,
+                )
+            seen.add(cursor)
         self._remote_ids = remote_ids
         self._assets_loaded_at = time.monotonic()
         logger.info("uplink.assets_loaded count=%d", len(remote_ids))
@@ -526,6 +559,51 @@ class Uplink:
             connector = aiohttp.TCPConnector(ssl=ssl_option or True, limit=4)
             self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
         return self._session
+
+
+def _shape(document: object) -> str:
+    if document is None:
+        return "no JSON"
+    return f"JSON {type(document).__name__}"
+
+
+def _rejected_indices(reply: Reply, size: int) -> dict[int, str]:
+    """Return the rejected batch indices and reasons of a measurements answer.
+
+    Raises:
+        UplinkUnavailableError: the answer lacks an integer ``accepted``, a
+            ``rejected`` entry is malformed or its index lies outside the
+            batch, or the counts do not add up to the batch size.
+    """
+
+    def invalid(found: str) -> UplinkUnavailableError:
+        return UplinkUnavailableError(
+            f"answer to a batch of {size} measurements: expected "
+            f'{{"accepted": N, "rejected": [{{"index", "error"}}]}}, found {found}',
+            status=reply.status,
+        )
+
+    document = reply.document
+    if not isinstance(document, Mapping):
+        raise invalid(_shape(document))
+    accepted = document.get("accepted")
+    entries = document.get("rejected", [])
+    if not isinstance(accepted, int) or isinstance(accepted, bool):
+        raise invalid(f"accepted={accepted!r}")
+    if not isinstance(entries, list):
+        raise invalid(f"rejected of type {type(entries).__name__}")
+
+    rejected: dict[int, str] = {}
+    for entry in entries:
+        index = entry.get("index") if isinstance(entry, Mapping) else None
+        if not isinstance(index, int) or not 0 <= index < size or index in rejected:
+            raise invalid(f"rejected entry {entry!r}"[:200])
+        rejected[index] = _reason(entry.get("error"))
+    if reply.status == 200 and rejected:
+        raise invalid(f"status 200 with {len(rejected)} rejected")
+    if accepted + len(rejected) != size:
+        raise invalid(f"accepted={accepted} and {len(rejected)} rejected")
+    return rejected
 
 
 def _reason(error: object) -> str:
