@@ -301,6 +301,14 @@ async def execute(
                 count=quantity,
                 exception_code=int(getattr(response, "exception_code", 0)),
             )
+        if response.function_code != function_code:
+            # pymodbus pairs answers by transaction id only, so a peer that
+            # answers another function would have its registers used.
+            raise DriverProtocolError(
+                f"{where}: expected an answer to function {function_code}, "
+                f"found function {response.function_code}",
+                device=device,
+            )
         return response
     assert last is not None
     raise last
