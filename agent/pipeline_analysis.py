@@ -84,12 +84,17 @@ def analyse_waveform(
     """Analyse one waveform of ``asset`` at shaft speed ``rpm``.
 
     Raises:
-        ValueError: the waveform is invalid (non-finite samples, too short,
-            sample rate not positive), as ``dsp.analyse`` reports it.
+        ValueError: the waveform is invalid (samples not real numbers,
+            non-finite samples, too short, sample rate not positive).
     """
     import dsp
 
-    samples = np.asarray(waveform.samples, dtype=np.float64)
+    samples = np.asarray(waveform.samples)
+    if samples.dtype.kind not in "fiu":
+        # Casting would drop an imaginary part or fail on text unnoticed.
+        raise ValueError(
+            f"waveform samples must be real numbers, found dtype {samples.dtype}"
+        )
     analysis = dsp.analyse(
         samples,
         fs_hz=waveform.fs_hz,

@@ -396,3 +396,14 @@ class TestAnalyseWaveformBoundary:
         assert all(math.isfinite(v) for v, _ in result.measurements.values())
         assert all(math.isfinite(v) for v in result.health_values.values())
         strict_json(encode_fields(result.summary, now=datetime.now(UTC)))
+
+    @pytest.mark.parametrize(
+        "kind", ["strings", "objects", "complex", "two_d", "empty", "nan", "fs_zero"]
+    )
+    def test_invalid_waveform_raises_value_error(self, kind: str) -> None:
+        waveform = hostile_waveform(kind, datetime.now(UTC))
+
+        with pytest.raises(ValueError) as error:
+            analyse_waveform(waveform, AssetSettings(bearing="6205"), 1796.0)
+
+        assert str(error.value)
