@@ -366,7 +366,7 @@ def _first_too_deep(data: dict[str, Any]) -> KeyPath | None:
 def _deepest_bracket_line(text: str) -> int:
     """Return the line where ``[`` and ``{`` nest deepest, strings ignored.
 
-    Used when ``tomllib`` itself overflows the stack and cannot say where.
+    Used when ``tomllib`` itself overflows the stack and gives no position.
     """
     depth = deepest = 0
     line = deepest_line = 1

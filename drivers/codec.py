@@ -230,13 +230,13 @@ def _whole_numbers(
     for item in items:
         if isinstance(item, float) and not item.is_integer():
             raise ValueError(
-                f"{data_type.value} holds whole numbers, found {item!r}"
+                f"{data_type.value}: expected whole numbers, found {item!r}"
             )
     numbers = [int(item) for item in items]
     info = np.iinfo(big)
     if numbers and (min(numbers) < info.min or max(numbers) > info.max):
         raise ValueError(
-            f"{data_type.value} holds {info.min}..{info.max}, found values "
+            f"{data_type.value}: expected values within {info.min}..{info.max}, found "
             f"from {min(numbers)!r} to {max(numbers)!r}"
         )
     return np.array(numbers, dtype=big)

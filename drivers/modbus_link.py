@@ -302,10 +302,10 @@ async def execute(
                 exception_code=int(getattr(response, "exception_code", 0)),
             )
         if response.function_code != function_code:
-            # pymodbus pairs answers by transaction id only, so a peer that
-            # answers another function would have its registers used.
+            # pymodbus pairs responses by transaction id only, so registers a
+            # peer sent for another function would be decoded as this block.
             raise DriverProtocolError(
-                f"{where}: expected an answer to function {function_code}, "
+                f"{where}: expected a response to function {function_code}, "
                 f"found function {response.function_code}",
                 device=device,
             )

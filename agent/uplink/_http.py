@@ -24,7 +24,7 @@ from agent.errors import (
 from agent.settings import UplinkSettings
 
 MAX_REPLY_BYTES: Final = 1 << 20
-"""Longest answer read; the API's answers are a few kilobytes."""
+"""Longest response body read; the API's responses are a few kilobytes."""
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes | None:
@@ -127,7 +127,7 @@ async def exchange(
         raise UplinkUnavailableError(f"{where} failed: {cause}") from None
     if raw is None:
         raise UplinkUnavailableError(
-            f"{where} failed: expected an answer of at most {MAX_REPLY_BYTES} "
+            f"{where} failed: expected a response of at most {MAX_REPLY_BYTES} "
             "bytes, found a longer one"
         )
 

@@ -10,7 +10,7 @@ outbox, maintenance requests before measurements, sends it and settles it:
   until a new token is loaded, so a revoked token causes no retry storm;
 * 429 waits ``Retry-After`` plus jitter; 5xx, timeouts and network errors
   wait a capped exponential backoff with jitter;
-* a 2xx answer that is not the documented JSON (HTML from a proxy, a body
+* a 2xx response that is not the documented JSON (HTML from a proxy, a body
   cut short or over ``MAX_REPLY_BYTES``, no integer ``accepted``, a
   rejected index outside the batch, counts that do not add up) is retried
   like a 5xx. The API may have stored the batch, and a replay with the
@@ -283,10 +283,10 @@ class Uplink:
         return 0.0
 
     def _settle(self, kind: str, leased: Sequence[LeasedItem], reply: Reply) -> None:
-        """Acknowledge and dead-letter as the answer says.
+        """Acknowledge items and dead-letter those the response rejects.
 
         Raises:
-            UplinkUnavailableError: the answer is not the documented JSON,
+            UplinkUnavailableError: the response is not the documented JSON,
                 so nothing is settled and the batch is retried.
         """
         rejected: dict[int, str] = {}
@@ -294,7 +294,7 @@ class Uplink:
             rejected = _rejected_indices(reply, len(leased))
         elif not isinstance(reply.document, Mapping):
             raise UplinkUnavailableError(
-                f"answer to a {kind}: expected a JSON object, found "
+                f"response to a {kind}: expected a JSON object, found "
                 f"{_shape(reply.document)}",
                 status=reply.status,
             )
@@ -568,17 +568,17 @@ def _shape(document: object) -> str:
 
 
 def _rejected_indices(reply: Reply, size: int) -> dict[int, str]:
-    """Return the rejected batch indices and reasons of a measurements answer.
+    """Return the rejected batch indices and reasons of a measurements response.
 
     Raises:
-        UplinkUnavailableError: the answer lacks an integer ``accepted``, a
+        UplinkUnavailableError: the response lacks an integer ``accepted``, a
             ``rejected`` entry is malformed or its index lies outside the
             batch, or the counts do not add up to the batch size.
     """
 
     def invalid(found: str) -> UplinkUnavailableError:
         return UplinkUnavailableError(
-            f"answer to a batch of {size} measurements: expected "
+            f"response to a batch of {size} measurements: expected "
             f'{{"accepted": N, "rejected": [{{"index", "error"}}]}}, found {found}',
             status=reply.status,
         )

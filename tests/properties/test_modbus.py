@@ -1,5 +1,5 @@
 """The Modbus driver against garbage: the simulator's garbage mode and a
-raw TCP peer that answers every request with random bytes.
+raw TCP peer that responds to every request with random bytes.
 
 ``read_points`` must return one reading per point or raise a
 ``DriverError``; a reading marked good must hold a finite value within
@@ -153,9 +153,9 @@ POINTS = (
 
 
 class RandomBytesPeer:
-    """A TCP peer that answers each request with prepared bytes.
+    """A TCP peer that responds to each request with prepared bytes.
 
-    With ``echo_header`` the answer starts with the request's transaction
+    With ``echo_header`` the response starts with the request's transaction
     id, protocol id and unit id, so the random part reaches the PDU
     parser instead of being discarded for a wrong header.
     """
@@ -233,7 +233,7 @@ class TestRandomBytesPeer:
         answers=st.lists(st.binary(min_size=0, max_size=40), min_size=1, max_size=3),
         echo_header=st.booleans(),
     )
-    def test_random_answers_give_bad_readings_or_driver_error(
+    def test_random_bytes_give_bad_readings(
         self, answers: list[bytes], echo_header: bool
     ) -> None:
         readings = asyncio.run(read_from_peer(answers, echo_header))
@@ -252,7 +252,7 @@ class TestRandomBytesPeer:
             bytes([4, 10]) + bytes(10),
             # Exception response with an unknown exception code.
             bytes([0x84, 0x7F]),
-            # A different function's answer.
+            # A response to a different function.
             bytes([3, 8]) + bytes(8),
         ],
         ids=["short", "extra_register", "unknown_exception", "wrong_function"],

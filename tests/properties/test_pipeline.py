@@ -1,6 +1,6 @@
 """The pipeline fed hostile readings and waveforms by a scripted device.
 
-The device stands in for hardware that sends garbage: a driver class
+The device replaces hardware that sends garbage: a driver class
 written here returns the readings and waveforms a test chooses. Everything
 downstream is real: the device task, the analysis worker, the health
 monitor, an outbox in ``tmp_path`` and the MQTT payload builders of
@@ -280,7 +280,7 @@ class TestPipelineHostileWaveforms:
         assert_all_finite(rows)
         assert recorder.payloads
 
-    async def test_hostile_readings_never_stop_the_task(
+    async def test_hostile_readings_keep_task_alive(
         self, config: LoadedConfig, tmp_path: Path
     ) -> None:
         readings = [
@@ -323,7 +323,7 @@ class TestPipelineHostileWaveforms:
         topics = {topic for topic, _ in recorder.payloads}
         assert "cmagent/v1/prop-gw/pump1/after" in topics
         assert "cmagent/v1/prop-gw/pump1/naive" not in topics
-        # health, bad/topic and naive, once per poll.
+        # The points health, bad/topic and naive are rejected once per poll.
         assert pipeline.counters.readings_rejected >= 3 * 5
         assert "temperature" not in names
         assert "pressure" not in names
@@ -381,9 +381,7 @@ class TestAnalyseWaveformBoundary:
         kind=st.sampled_from(HOSTILE_KINDS),
         bearing=st.sampled_from([None, "6205"]),
     )
-    def test_rejects_with_value_error_or_gives_finite_result(
-        self, kind: str, bearing: str | None
-    ) -> None:
+    def test_rejects_or_returns_finite(self, kind: str, bearing: str | None) -> None:
         waveform = hostile_waveform(kind, datetime.now(UTC))
         asset = AssetSettings(bearing=bearing)
 

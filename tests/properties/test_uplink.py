@@ -1,7 +1,7 @@
-"""The uplink client against an API peer that answers with garbage.
+"""The uplink client against an API peer that responds with garbage.
 
-The peer is a real aiohttp server on loopback whose answer to
-``POST /api/v1/measurements`` each test chooses. A malformed 2xx answer
+The peer is a real aiohttp server on loopback whose response to
+``POST /api/v1/measurements`` each test chooses. A malformed 2xx response
 is retried with the same idempotency key (the API may have stored the
 batch), never acknowledged and never dead-lettered, so no item is lost:
 outbox depth + delivered + dead-lettered = produced at every point.
@@ -32,7 +32,7 @@ BATCH = 5
 Handler = Callable[[web.Request, list[Any]], Awaitable[web.StreamResponse]]
 
 
-def json_answer(body: object, status: int = 200) -> web.Response:
+def json_reply(body: object, status: int = 200) -> web.Response:
     return web.Response(
         text=json.dumps(body), status=status, content_type="application/json"
     )
@@ -64,8 +64,8 @@ def fixed(make: Callable[[list[Any]], web.Response]) -> Handler:
 
 
 MALFORMED: dict[str, Handler] = {
-    "wrong_json": fixed(lambda items: json_answer({"ok": True})),
-    "json_array": fixed(lambda items: json_answer([len(items)])),
+    "wrong_json": fixed(lambda items: json_reply({"ok": True})),
+    "json_array": fixed(lambda items: json_reply([len(items)])),
     "truncated": fixed(
         lambda items: web.Response(
             text='{"accepted": 5, "rej', content_type="application/json"
@@ -76,16 +76,16 @@ MALFORMED: dict[str, Handler] = {
             text="<html><body>Sign in</body></html>", content_type="text/html"
         )
     ),
-    "missing_accepted": fixed(lambda items: json_answer({"rejected": []})),
+    "missing_accepted": fixed(lambda items: json_reply({"rejected": []})),
     "accepted_as_text": fixed(
-        lambda items: json_answer({"accepted": str(len(items)), "rejected": []})
+        lambda items: json_reply({"accepted": str(len(items)), "rejected": []})
     ),
-    "accepted_as_bool": fixed(lambda items: json_answer({"accepted": True})),
+    "accepted_as_bool": fixed(lambda items: json_reply({"accepted": True})),
     "count_mismatch": fixed(
-        lambda items: json_answer({"accepted": len(items) + 3, "rejected": []})
+        lambda items: json_reply({"accepted": len(items) + 3, "rejected": []})
     ),
     "index_out_of_range": fixed(
-        lambda items: json_answer(
+        lambda items: json_reply(
             {
                 "accepted": len(items) - 1,
                 "rejected": [{"index": len(items) + 5, "error": {"code": "x"}}],
@@ -94,15 +94,15 @@ MALFORMED: dict[str, Handler] = {
         )
     ),
     "negative_index": fixed(
-        lambda items: json_answer(
+        lambda items: json_reply(
             {"accepted": len(items) - 1, "rejected": [{"index": -1}]}, status=207
         )
     ),
     "rejected_not_list": fixed(
-        lambda items: json_answer({"accepted": 0, "rejected": 5}, status=207)
+        lambda items: json_reply({"accepted": 0, "rejected": 5}, status=207)
     ),
     "rejected_entry_not_object": fixed(
-        lambda items: json_answer(
+        lambda items: json_reply(
             {"accepted": len(items) - 1, "rejected": ["0"]}, status=207
         )
     ),
@@ -112,14 +112,14 @@ MALFORMED: dict[str, Handler] = {
 
 
 async def well_formed(request: web.Request, items: list[Any]) -> web.Response:
-    return json_answer({"accepted": len(items), "rejected": []})
+    return json_reply({"accepted": len(items), "rejected": []})
 
 
 class FakeCmmsApi:
-    """The peer: assets and measurements with a switchable answer."""
+    """The peer: assets and measurements with a switchable response."""
 
     def __init__(self) -> None:
-        self.answer: Handler = well_formed
+        self.respond: Handler = well_formed
         self.posts = 0
         self.keys: list[str] = []
         self.app = web.Application()
@@ -127,7 +127,7 @@ class FakeCmmsApi:
         self.app.router.add_post("/api/v1/measurements", self.measurements)
 
     async def assets(self, request: web.Request) -> web.Response:
-        return json_answer(
+        return json_reply(
             {"data": [{"id": "a-1", "tag": "pump-1"}], "next_cursor": None}
         )
 
@@ -135,7 +135,7 @@ class FakeCmmsApi:
         self.posts += 1
         self.keys.append(request.headers.get("Idempotency-Key", ""))
         items = (await request.json())["items"]
-        return await self.answer(request, items)
+        return await self.respond(request, items)
 
 
 @pytest.fixture
@@ -197,14 +197,14 @@ async def wait_for(condition: Callable[[], bool], timeout_s: float = 20.0) -> No
 
 class TestUplinkMalformedAnswers:
     @pytest.mark.parametrize("mode", sorted(MALFORMED))
-    async def test_malformed_answer_retried_then_delivered(
+    async def test_malformed_response_retried_then_delivered(
         self, api: tuple[FakeCmmsApi, str], tmp_path: Path, mode: str
     ) -> None:
         peer, base_url = api
         outbox = Outbox(tmp_path / "outbox.db", max_bytes=10_000_000)
         outbox.put_many(measurements(BATCH))
         uplink = make_uplink(base_url, tmp_path, outbox)
-        peer.answer = MALFORMED[mode]
+        peer.respond = MALFORMED[mode]
         stop = asyncio.Event()
         task = asyncio.create_task(uplink.run(stop))
         try:
@@ -215,7 +215,7 @@ class TestUplinkMalformedAnswers:
             assert outbox.stats().dead_lettered == 0
             assert accounted(outbox) == BATCH
 
-            peer.answer = well_formed
+            peer.respond = well_formed
             await wait_for(lambda: outbox.stats().depth == 0)
         finally:
             stop.set()
@@ -233,8 +233,8 @@ class TestUplinkMalformedAnswers:
         outbox = Outbox(tmp_path / "outbox.db", max_bytes=10_000_000)
         outbox.put_many(measurements(BATCH))
         uplink = make_uplink(base_url, tmp_path, outbox)
-        peer.answer = fixed(
-            lambda items: json_answer(
+        peer.respond = fixed(
+            lambda items: json_reply(
                 {
                     "accepted": len(items) - 2,
                     "rejected": [
@@ -255,14 +255,14 @@ class TestUplinkMalformedAnswers:
         assert stats.dead_lettered == 2
         assert stats.depth == 0
 
-    async def test_text_plain_label_on_valid_json_is_accepted(
+    async def test_text_plain_json_accepted(
         self, api: tuple[FakeCmmsApi, str], tmp_path: Path
     ) -> None:
         peer, base_url = api
         outbox = Outbox(tmp_path / "outbox.db", max_bytes=10_000_000)
         outbox.put_many(measurements(BATCH))
         uplink = make_uplink(base_url, tmp_path, outbox)
-        peer.answer = fixed(
+        peer.respond = fixed(
             lambda items: web.Response(
                 text=json.dumps({"accepted": len(items), "rejected": []}),
                 content_type="text/plain",
@@ -298,7 +298,7 @@ class TestRejectedIndices:
         status=st.sampled_from([200, 201, 207]),
         size=st.integers(1, 8),
     )
-    def test_valid_answer_or_unavailable_error(
+    def test_valid_response_or_unavailable_error(
         self, document: object, status: int, size: int
     ) -> None:
         try:
@@ -313,9 +313,9 @@ class TestRejectedIndices:
         assert document["accepted"] + len(rejected) == size
         assert status != 200 or not rejected
 
-    def test_reply_cap_is_above_a_full_answer(self) -> None:
-        # The largest well-formed answer rejects all 500 items of a batch.
+    def test_reply_cap_above_largest_response(self) -> None:
+        # The largest well-formed response rejects all 500 items of a batch.
         entry = {"index": 499, "error": {"code": "invalid", "message": "m" * 200}}
-        answer = json.dumps({"accepted": 0, "rejected": [entry] * 500})
+        body = json.dumps({"accepted": 0, "rejected": [entry] * 500})
 
-        assert len(answer) < MAX_REPLY_BYTES
+        assert len(body) < MAX_REPLY_BYTES
