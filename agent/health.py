@@ -67,6 +67,8 @@ FAULT_ALARM_CONFIDENCE: Final = 0.8
 """A named fault at this confidence or more, with strong evidence, is an alarm."""
 STRONG_EVIDENCE_DB: Final = 20.0
 """Strongest defect line over its local noise floor needed for an alarm, dB."""
+FAULT_CONFIRMATIONS: Final = 3
+"""Consecutive waveforms naming the same fault that make a warning an alarm."""
 
 IsoBoundaries = Callable[[int, str], tuple[float, float, float]]
 """``(iso_group, foundation) -> (A/B, B/C, C/D)`` velocity boundaries, mm/s."""
@@ -221,7 +223,11 @@ class _AssetState:
 
 
 def bearing_fault_value(
-    diagnosis: str, confidence: float, strongest_line_db: float | None
+    diagnosis: str,
+    confidence: float,
+    strongest_line_db: float | None,
+    *,
+    confirmations: int = 1,
 ) -> float:
     """Map a bearing diagnosis to the ``bearing_fault`` indicator value.
 
@@ -231,6 +237,10 @@ def bearing_fault_value(
     confident diagnosis warns, and only a highly confident one whose
     strongest defect line is at least 20 dB above the local noise floor
     alarms: with weaker evidence the value is capped just below 0.8.
+    A fault named with strong evidence on ``FAULT_CONFIRMATIONS``
+    consecutive waveforms (``confirmations``) alarms even when each single
+    confidence stays below 0.8, because a defect line that persists across
+    captures is itself evidence.
     """
     if diagnosis not in FAULT_DIAGNOSES:
         return 0.0
@@ -238,7 +248,47 @@ def bearing_fault_value(
     strong = strongest_line_db is not None and strongest_line_db >= STRONG_EVIDENCE_DB
     if not strong:
         value = min(value, np.nextafter(FAULT_ALARM_CONFIDENCE, 0.0))
+    elif confirmations >= FAULT_CONFIRMATIONS and value >= FAULT_WARNING_CONFIDENCE:
+        value = max(value, FAULT_ALARM_CONFIDENCE)
     return float(value)
+
+
+@dataclass(slots=True)
+class FaultConfirmation:
+    """The bearing-fault indicator of one asset across consecutive waveforms.
+
+    A fault named on ``FAULT_CONFIRMATIONS`` waveforms in a row is
+    confirmed (see :func:`bearing_fault_value`). Once a fault is at warning
+    or above, it holds its last value until ``FAULT_CONFIRMATIONS``
+    waveforms in a row no longer name it, so a single capture that misses
+    the defect lines does not close an alarm episode and open a new one.
+    """
+
+    label: str = ""
+    streak: int = 0
+    held_value: float = 0.0
+    misses: int = 0
+
+    def update(
+        self, diagnosis: str, confidence: float, strongest_line_db: float | None
+    ) -> float:
+        """Return the indicator value for one more waveform's diagnosis."""
+        self.streak = self.streak + 1 if diagnosis == self.label else 1
+        self.label = diagnosis
+        value = bearing_fault_value(
+            diagnosis, confidence, strongest_line_db, confirmations=self.streak
+        )
+        if value >= FAULT_WARNING_CONFIDENCE:
+            self.held_value = value
+            self.misses = 0
+            return value
+        if self.held_value >= FAULT_WARNING_CONFIDENCE:
+            self.misses += 1
+            if self.misses < FAULT_CONFIRMATIONS:
+                return self.held_value
+        self.held_value = 0.0
+        self.misses = 0
+        return value
 
 
 def classify(

@@ -25,6 +25,7 @@ them with their bad quality.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -34,7 +35,13 @@ from datetime import datetime
 from typing import Any, Final, Protocol
 
 from agent.devices_runtime import DeviceRunner, DriverFactory, Schedule
-from agent.health import Assessment, HealthMonitor, Severity
+from agent.health import (
+    BEARING_FAULT_INDICATOR,
+    Assessment,
+    FaultConfirmation,
+    HealthMonitor,
+    Severity,
+)
 from agent.outbox import Outbox, OutboxItem, Priority
 from agent.pipeline_analysis import (
     SCALAR_HEALTH_POINTS,
@@ -141,6 +148,7 @@ class Pipeline:
         self._last_ts: dict[tuple[str, str], datetime] = {}
         self._latest: dict[tuple[str, str], float] = {}
         self._rejected_devices: set[str] = set()
+        self._fault_confirmations: dict[str, FaultConfirmation] = {}
         self._rejected_points: set[tuple[str, str]] = set()
         self._alarm_published: set[str] = set()
         self._failed_devices: set[str] = set()
@@ -383,7 +391,24 @@ class Pipeline:
                 },
             )
 
+    def _confirm_fault(self, asset: str, result: WaveformResult) -> WaveformResult:
+        """Re-rate the bearing fault with the diagnoses of earlier waveforms."""
+        if BEARING_FAULT_INDICATOR not in result.health_values:
+            return result
+        lines = result.summary.get("envelope_lines") or []
+        value = self._fault_confirmations.setdefault(asset, FaultConfirmation()).update(
+            str(result.summary.get("diagnosis")),
+            float(result.summary.get("confidence") or 0.0),
+            max((line["snr_db"] for line in lines), default=None),
+        )
+        return dataclasses.replace(
+            result,
+            measurements={**result.measurements, BEARING_FAULT_INDICATOR: (value, "")},
+            health_values={**result.health_values, BEARING_FAULT_INDICATOR: value},
+        )
+
     def _record(self, waveform: Waveform, result: WaveformResult) -> None:
+        result = self._confirm_fault(waveform.asset, result)
         view = self.assets.setdefault(waveform.asset, AssetView())
         view.analysis = result.summary
         for name, (value, unit) in result.measurements.items():

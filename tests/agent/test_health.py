@@ -10,6 +10,7 @@ import pytest
 
 from agent.health import (
     FAULT_ALARM_CONFIDENCE,
+    FaultConfirmation,
     HealthMonitor,
     Limits,
     Severity,
@@ -138,6 +139,51 @@ class TestBearingFaultValue:
     @pytest.mark.parametrize("diagnosis", ["normal", "unknown"])
     def test_no_fault_is_zero(self, diagnosis: str) -> None:
         assert bearing_fault_value(diagnosis, 0.99, 40.0) == 0.0
+
+    def test_confirmed_strong_fault_reaches_alarm(self) -> None:
+        # 0.65 alone is a warning (0.5 <= 0.65 < 0.8); named three times
+        # in a row with a 24 dB line it is raised to the 0.8 alarm limit.
+        assert bearing_fault_value("outer_race", 0.65, 24.0) == pytest.approx(0.65)
+        assert bearing_fault_value(
+            "outer_race", 0.65, 24.0, confirmations=2
+        ) == pytest.approx(0.65)
+        assert bearing_fault_value(
+            "outer_race", 0.65, 24.0, confirmations=3
+        ) == pytest.approx(0.8)
+
+    def test_confirmations_never_lift_weak_evidence(self) -> None:
+        value = bearing_fault_value("outer_race", 0.7, 12.0, confirmations=10)
+        assert value == pytest.approx(0.7)
+
+    def test_confirmations_never_lift_low_confidence(self) -> None:
+        value = bearing_fault_value("outer_race", 0.3, 30.0, confirmations=10)
+        assert value == pytest.approx(0.3)
+
+
+class TestFaultConfirmation:
+    def test_third_strong_naming_alarms(self) -> None:
+        faults = FaultConfirmation()
+        values = [faults.update("outer_race", 0.65, 24.0) for _ in range(3)]
+        assert values == pytest.approx([0.65, 0.65, 0.8])
+
+    def test_single_miss_holds_the_fault(self) -> None:
+        faults = FaultConfirmation()
+        for _ in range(3):
+            faults.update("outer_race", 0.65, 24.0)
+        assert faults.update("unknown", 0.0, None) == pytest.approx(0.8)
+        assert faults.update("outer_race", 0.7, 24.0) == pytest.approx(0.7)
+
+    def test_three_misses_in_a_row_clear(self) -> None:
+        faults = FaultConfirmation()
+        faults.update("inner_race", 0.9, 30.0)
+        held = [faults.update("normal", 0.9, None) for _ in range(3)]
+        assert held == pytest.approx([0.9, 0.9, 0.0])
+
+    def test_other_fault_restarts_the_streak(self) -> None:
+        faults = FaultConfirmation()
+        faults.update("outer_race", 0.6, 24.0)
+        faults.update("outer_race", 0.6, 24.0)
+        assert faults.update("inner_race", 0.6, 24.0) == pytest.approx(0.6)
 
 
 class TestHealthMonitor:
