@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from drivers.errors import DriverDecodeError
 from drivers.spec import REGISTER_COUNT, DataType, Endian
 
-_NUMPY_TYPE: Final[dict[DataType, str]] = {
+BIG_ENDIAN_DTYPE: Final[dict[DataType, str]] = {
     DataType.INT16: ">i2",
     DataType.UINT16: ">u2",
     DataType.INT32: ">i4",
@@ -41,6 +41,7 @@ _NUMPY_TYPE: Final[dict[DataType, str]] = {
     DataType.FLOAT32: ">f4",
     DataType.FLOAT64: ">f8",
 }
+"""NumPy dtype of each numeric type as it is on the wire (ABCD order)."""
 
 _LETTERS: Final = "ABCDEFGH"
 
@@ -133,7 +134,7 @@ def decode_block(
             is not a multiple of the type's register count.
         ValueError: ``data_type`` is BOOL or STRING.
     """
-    if data_type not in _NUMPY_TYPE:
+    if data_type not in BIG_ENDIAN_DTYPE:
         raise ValueError(
             f"decode_block handles numeric types, found {data_type.value!r}; "
             "use decode_bits or decode_string"
@@ -147,7 +148,7 @@ def decode_block(
         )
 
     raw = _to_bytes(array, width, byte_order, word_order)
-    big = np.dtype(_NUMPY_TYPE[data_type])
+    big = np.dtype(BIG_ENDIAN_DTYPE[data_type])
     return np.frombuffer(raw, dtype=big).astype(big.newbyteorder("="))
 
 
@@ -195,12 +196,12 @@ def encode_values(
         ValueError: ``data_type`` is BOOL or STRING, or a value is not a
             whole number within the integer type.
     """
-    if data_type not in _NUMPY_TYPE:
+    if data_type not in BIG_ENDIAN_DTYPE:
         raise ValueError(
             f"encode_values handles numeric types, found {data_type.value!r}; "
             "use encode_string"
         )
-    big = np.dtype(_NUMPY_TYPE[data_type])
+    big = np.dtype(BIG_ENDIAN_DTYPE[data_type])
     if big.kind in "iu":
         source = _whole_numbers(values, data_type, big)
     else:

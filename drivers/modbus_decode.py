@@ -23,23 +23,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from drivers.base import GOOD, Quality, QualityReason, Reading, ScalarValue
-from drivers.codec import apply_scale, decode_scalar, decode_string
+from drivers.codec import (
+    BIG_ENDIAN_DTYPE,
+    apply_scale,
+    decode_scalar,
+    decode_string,
+)
 from drivers.errors import DriverDecodeError
 from drivers.planner import BIT_TABLES, ReadRequest, point_slice
 from drivers.spec import REGISTER_COUNT, DataType, Endian, ModbusPointSpec
 
-_WIRE_TYPE: Final = {
-    DataType.INT16: ">i2",
-    DataType.UINT16: ">u2",
-    DataType.INT32: ">i4",
-    DataType.UINT32: ">u4",
-    DataType.INT64: ">i8",
-    DataType.UINT64: ">u8",
-    DataType.FLOAT32: ">f4",
-    DataType.FLOAT64: ">f8",
-}
-
-_GROUPED_TYPES: Final = frozenset(_WIRE_TYPE) - {DataType.INT64, DataType.UINT64}
+_GROUPED_TYPES: Final = frozenset(BIG_ENDIAN_DTYPE) - {DataType.INT64, DataType.UINT64}
 """Types decoded by group. 64-bit integers are decoded one by one, so that
 their range check compares exact integers, not float64 approximations."""
 
@@ -125,7 +119,7 @@ class BlockDecoder:
         return _Group(
             members=tuple(members),
             byte_index=byte_index,
-            dtype=np.dtype(_WIRE_TYPE[data_type]),
+            dtype=np.dtype(BIG_ENDIAN_DTYPE[data_type]),
             scale=np.array([p.scale for p in points]) if scaled else None,
             offset=np.array([p.offset for p in points]) if scaled else None,
             low=np.array([r[0] for r in ranges], dtype=np.float64),
