@@ -153,7 +153,7 @@ def validate_waveform(samples: object, fs_hz: float) -> NDArray[np.float64]:
         bad = np.flatnonzero(~np.isfinite(array))
         raise ValueError(
             f"samples contain {bad.size} NaN or infinite values, "
-            f"first at index {int(bad[0])} ({array[bad[0]]!r})"
+            f"first at index {int(bad[0])} ({float(array[bad[0]])})"
         )
     peak = max(high, -low)
     if peak > MAX_SAMPLE_MAGNITUDE:

@@ -47,6 +47,13 @@ class TestWaveformValidation:
         with pytest.raises(ValueError, match="index 17"):
             compute_spectrum(samples, fs_hz=1000.0)
 
+    def test_names_the_bad_value_in_plain_words(self) -> None:
+        samples = np.zeros(1000)
+        samples[3] = np.inf
+        with pytest.raises(ValueError) as caught:
+            compute_spectrum(samples, fs_hz=1000.0)
+        assert str(caught.value).endswith("first at index 3 (inf)")
+
     def test_rejects_infinity(self) -> None:
         samples = np.zeros(1000)
         samples[-1] = -np.inf
