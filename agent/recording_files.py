@@ -57,13 +57,15 @@ def read_recording(path: Path, *, channel: str | None = None) -> RecordingFile:
         RecordingFileError: the file is missing, has an unsupported
             suffix, or does not hold one usable waveform.
     """
+    if path.is_dir():
+        raise RecordingFileError(path, "expected a file, found a directory")
+    if not path.is_file():
+        raise RecordingFileError(path, "file not found")
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise RecordingFileError(
             path, f"unsupported file type {suffix!r}; expected one of {SUFFIXES}"
         )
-    if not path.is_file():
-        raise RecordingFileError(path, "file not found")
     try:
         if suffix == ".mat":
             return _read_mat(path, channel)

@@ -191,6 +191,22 @@ class TestAnalyzeFormats:
         assert isinstance(analysis, dict)
         assert analysis["rpm"] == 1500.0
 
+    @pytest.mark.parametrize("name", ["recordings", "recordings.npy"])
+    def test_directory_is_named_as_such(
+        self, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / name
+        path.mkdir()
+        assert main(["analyze", str(path), "--fs", "4096"]) == 1
+        assert f"{path}: expected a file, found a directory" in capsys.readouterr().err
+
+    def test_missing_file_without_suffix_is_not_found(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "recording"
+        assert main(["analyze", str(path), "--fs", "4096"]) == 1
+        assert f"{path}: file not found" in capsys.readouterr().err
+
     def test_unsupported_suffix(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
