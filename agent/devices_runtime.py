@@ -124,7 +124,15 @@ class DeviceRunner:
             self._mark_down(exc)
             await self._wait_down(stop, self._backoff.next_delay())
             return False
+        return True
 
+    def _mark_up(self) -> None:
+        """Record the first successful poll after a connect.
+
+        A transport connection alone proves little: a device that accepts
+        TCP and never answers must stay down, with its downtime counted
+        from its first failure, until a poll succeeds.
+        """
         if self.down_since is not None:
             logger.info(
                 "device.reconnected",
@@ -138,7 +146,6 @@ class DeviceRunner:
         self.state = DeviceState.CONNECTED
         self.down_since = None
         self.last_error = None
-        return True
 
     async def _poll_until_failure(self, driver: Driver, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -164,6 +171,8 @@ class DeviceRunner:
                     await driver.close()
                 await self._wait_down(stop, self._backoff.next_delay())
                 return
+            if self.state is not DeviceState.CONNECTED:
+                self._mark_up()
             self._backoff.reset()
             self._sink.beat(self.device_id)
 
