@@ -44,14 +44,30 @@ def register(subparsers: Any) -> None:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    state_dir = _state_dir(args)
-    report = collect_status(state_dir)
-    if report["snapshot"] is None and report["outbox"] is None:
+    from agent.errors import ConfigError
+
+    try:
+        state_dir = _state_dir(args)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        print(f"cmagent status: {exc}", file=sys.stderr)
+        return 1
+    if state_dir.exists() and not state_dir.is_dir():
         print(
-            f"cmagent status: no status.json or outbox.db found in {state_dir}; "
-            "pass --state-dir or --config",
+            f"cmagent status: {state_dir}: expected the agent's state directory, "
+            "found a file",
             file=sys.stderr,
         )
+        return 1
+    report = collect_status(state_dir)
+    if report["snapshot"] is None and report["outbox"] is None:
+        if not (state_dir / "status.json").exists():
+            print(
+                f"cmagent status: no status.json or outbox.db found in "
+                f"{state_dir}; pass --state-dir or --config",
+                file=sys.stderr,
+            )
         return 1
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
@@ -79,6 +95,12 @@ def collect_status(state_dir: Path) -> dict[str, Any]:
     except ValueError as exc:
         snapshot = None
         print(f"cmagent status: unreadable status.json: {exc}", file=sys.stderr)
+    except OSError as exc:
+        snapshot = None
+        print(
+            f"cmagent status: cannot read {exc.filename}: {exc.strerror}",
+            file=sys.stderr,
+        )
     return {
         "state_dir": str(state_dir),
         "running": _running(snapshot),

@@ -9,6 +9,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from agent.cli import main
 from agent.commands.status import collect_status, read_outbox, render
 from agent.outbox import Outbox, OutboxItem, Priority
 from agent.state import write_status
@@ -103,3 +106,48 @@ class TestStatusReport:
         outbox.close()
         with sqlite3.connect(tmp_path / "outbox.db") as conn:
             assert conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 2
+
+
+class TestStatusCommand:
+    def test_state_dir_that_is_a_file(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "agent.toml"
+        path.write_text("[gateway]\n")
+
+        assert main(["status", "--state-dir", str(path)]) == 1
+        err = capsys.readouterr().err
+        assert f"{path}: expected the agent's state directory, found a file" in err
+
+    def test_unreadable_status_file(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        # A directory in place of status.json fails to open even for root.
+        (tmp_path / "status.json").mkdir()
+
+        assert main(["status", "--state-dir", str(tmp_path)]) == 1
+        err = capsys.readouterr().err
+        assert f"cannot read {tmp_path / 'status.json'}: Is a directory" in err
+        assert "no status.json" not in err
+
+    def test_corrupt_status_file_not_called_missing(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        (tmp_path / "status.json").write_text("{bad")
+
+        assert main(["status", "--state-dir", str(tmp_path)]) == 1
+        err = capsys.readouterr().err
+        assert "unreadable status.json" in err
+        assert "no status.json" not in err
+
+    def test_invalid_config_lists_its_problems(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "agent.toml"
+        path.write_text("[gateway]\nstate_dir = = 1\n")
+
+        assert main(["status", "--config", str(path)]) == 1
+        err = capsys.readouterr().err
+        assert f"{path}:2:" in err
+        assert "cmagent status: invalid configuration" in err
+        assert "Traceback" not in err
