@@ -54,7 +54,8 @@ def load_secret(
         The secret, or None when no source provides one.
 
     Raises:
-        ConfigError: a source exists but is unusable: an empty value, or a
+        ConfigError: a source exists but is unusable: an empty value, a
+            value with a control character such as a line break, or a
             secret file that is a symbolic link, not a regular file, owned
             by another user or readable by group or others.
     """
@@ -84,7 +85,18 @@ def _non_empty(text: str, where: str) -> SecretStr:
     value = text.strip()
     if not value:
         raise ConfigError(f"secret in {where} is empty; store a non-empty value")
+    if _has_control_character(value):
+        raise ConfigError(
+            f"secret in {where} contains a control character such as a line "
+            "break; store it as one line of text"
+        )
     return SecretStr(value)
+
+
+def _has_control_character(value: str) -> bool:
+    # A line break or other control character cannot go into an HTTP header
+    # and is almost always a paste error.
+    return any(ord(char) < 0x20 or ord(char) == 0x7F for char in value)
 
 
 def _read_text(path: Path, *, env_var: str, check_owner: bool) -> str:
@@ -144,11 +156,17 @@ def write_secret_file(path: Path, value: str) -> None:
     disk, then renamed over ``path``.
 
     Raises:
-        ConfigError: the value is empty or the file cannot be written.
+        ConfigError: the value is empty, contains a control character, or
+            the file cannot be written.
     """
     value = value.strip()
     if not value:
         raise ConfigError(f"refusing to write an empty secret to {path}")
+    if _has_control_character(value):
+        raise ConfigError(
+            f"refusing to write a secret with a control character such as a "
+            f"line break to {path}; the secret must be one line of text"
+        )
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:

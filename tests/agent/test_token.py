@@ -112,6 +112,15 @@ class TestTokenProvider:
         with pytest.raises(ConfigError, match="empty"):
             provider.load()
 
+    def test_rejects_control_character(self, tmp_path: Path) -> None:
+        path = tmp_path / "pasted"
+        path.write_text("first-half\r\nsecond-half\n")
+        path.chmod(0o600)
+        provider = TokenProvider(settings_with(path), environ={})
+        with pytest.raises(ConfigError, match="control character") as caught:
+            provider.load()
+        assert "half" not in str(caught.value)
+
     def test_repr_hides_token(self, token_file: Path) -> None:
         provider = TokenProvider(settings_with(token_file), environ={})
         secret = provider.load()
@@ -147,6 +156,13 @@ class TestWriteSecretFile:
     def test_rejects_empty_value(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="empty"):
             write_secret_file(tmp_path / "secret", "  \n")
+
+    def test_rejects_value_spanning_lines(self, tmp_path: Path) -> None:
+        path = tmp_path / "secret"
+        with pytest.raises(ConfigError, match="one line") as caught:
+            write_secret_file(path, "first-half\nsecond-half\n")
+        assert "half" not in str(caught.value)
+        assert not path.exists()
 
 
 class TestTokenSetCommand:
