@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import numbers
 import sys
 from typing import Any
 
@@ -131,5 +132,14 @@ def _print_table(
         print(f"  {args.address + offset:>5}  0x{value:04X}  {value:>5}")
     print()
     for name, by_order in decoded.items():
-        cells = "  ".join(f"{order}={value:.7g}" for order, value in by_order.items())
+        cells = "  ".join(
+            f"{order}={_format_value(value)}" for order, value in by_order.items()
+        )
         print(f"  {name:<8} {cells}")
+
+
+def _format_value(value: Any) -> str:
+    """Format an integer in full and a float with seven significant digits."""
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    return f"{value:.7g}"

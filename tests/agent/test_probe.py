@@ -84,6 +84,21 @@ class TestProbeModbus:
         assert "0x147B" in output
         assert "CDAB=-1.11" in output
 
+    def test_table_prints_integers_in_full(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        port, _ = simulator_port
+        status = main(
+            ["probe", "modbus", "--host", "127.0.0.1", "--port", str(port),
+             "--unit", "5", "--address", "10", "--count", "2"]
+        )  # fmt: skip
+        output = capsys.readouterr().out
+        assert status == 0
+        # 0x147B, 0xBF8E in ABCD order is 0x147BBF8E = 343654286.
+        assert "ABCD=343654286 " in output
+
     def test_exception_code_is_reported(
         self,
         simulator_port: tuple[int, ModbusSimulator],
