@@ -29,6 +29,10 @@ from drivers.spec import DeviceSpec
 logger = logging.getLogger(__name__)
 
 
+_NO_ANSWER = frozenset({QualityReason.TIMEOUT, QualityReason.COMM_ERROR})
+"""Reading quality reasons that mean the device sent nothing back."""
+
+
 class DeviceState(enum.Enum):
     """Connection state of a device, as its acquisition task tracks it."""
 
@@ -152,7 +156,7 @@ class DeviceRunner:
         while not stop.is_set():
             started = loop.time()
             try:
-                await self._poll_once(driver, started)
+                answered = await self._poll_once(driver, started)
             except DriverConfigError:
                 raise
             except DriverError as exc:
@@ -171,16 +175,22 @@ class DeviceRunner:
                     await driver.close()
                 await self._wait_down(stop, self._backoff.next_delay())
                 return
-            if self.state is not DeviceState.CONNECTED:
+            if answered and self.state is not DeviceState.CONNECTED:
                 self._mark_up()
+            elif not answered and self.state is not DeviceState.DOWN:
+                self._mark_silent()
             self._backoff.reset()
             self._sink.beat(self.device_id)
 
             delay = self.schedule.poll_interval_s - (loop.time() - started)
             await self._wait(stop, max(0.0, delay), self._waveform_requested)
 
-    async def _poll_once(self, driver: Driver, now: float) -> None:
+    async def _poll_once(self, driver: Driver, now: float) -> bool:
+        """Poll once; return whether the device answered any request."""
         readings = await driver.read_points()
+        answered = not readings or any(
+            r.quality.reason not in _NO_ANSWER for r in readings
+        )
         # A naive timestamp is a driver defect the sink reports; it cannot
         # be compared with the others, so it never becomes the latest.
         aware = [r.timestamp for r in readings if r.timestamp.utcoffset() is not None]
@@ -195,6 +205,19 @@ class DeviceRunner:
             for waveform_spec in self.spec.waveforms:
                 waveform = await driver.read_waveform(waveform_spec.name)
                 self._sink.waveform(self.device_id, waveform)
+                answered = True
+        return answered
+
+    def _mark_silent(self) -> None:
+        """Record a poll whose every reading timed out or failed to arrive."""
+        cause = "no answer to any request of the last poll"
+        logger.warning(
+            "device.not_answering", extra={"device": self.device_id, "cause": cause}
+        )
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+        self.state = DeviceState.DOWN
+        self.last_error = cause
 
     def _log_defect_once(self, exc: Exception) -> None:
         if self._defect_logged:
