@@ -448,7 +448,10 @@ class Pipeline:
         view.score = round(assessment.score, 1)
         view.episode_id = assessment.episode_id
 
-        priority = Priority.ALARM if assessment.events else Priority.INDICATOR
+        # One priority for every point of a series: the outbox delivers by
+        # priority first, and an earlier point sent after a later one is
+        # rejected by the API as not increasing, so it would be lost.
+        priority = Priority.INDICATOR
         self._measure(
             asset, "health_score", assessment.score, "%", timestamp, "good", priority
         )
