@@ -116,15 +116,20 @@ class AgentProcess:
 
     def start(self) -> None:
         assert self.process is None or self.process.poll() is not None
-        env = {
-            key: value for key, value in os.environ.items() if key[:8] != "CMAGENT_"
-        }
+        env = {key: value for key, value in os.environ.items() if key[:8] != "CMAGENT_"}
         env["PYTHONPATH"] = str(REPO)
         with self.log_path.open("ab") as log:
             log.write(f"--- start {self.starts + 1}\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "agent", "run", "--config", str(self.config_path)],
+                [
+                    sys.executable,
+                    "-m",
+                    "agent",
+                    "run",
+                    "--config",
+                    str(self.config_path),
+                ],
                 cwd=REPO,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -196,6 +201,7 @@ class FaultPlant:
         )
         self.asset_of_remote: dict[str, str] = {}
         self.agent = AgentProcess(self.config_path, state_dir / "agent.log")
+        self.audit = True
 
     async def start_services(self) -> None:
         await self.modbus.start()
@@ -253,7 +259,7 @@ class FaultPlant:
 
     async def start_agent(self) -> None:
         """Start the agent and wait until it wrote its first status snapshot."""
-        if not self.outbox_path.exists():
+        if self.audit and not self.outbox_path.exists():
             self.install_audit()
         started = time.monotonic()
         self.agent.start()

@@ -50,8 +50,13 @@ class TestDevicePowerCycle:
         await plant.wait_stored_growth("pump-outer", 30.0)
         tally = await plant.drain_and_stop()
 
-        record("Modbus simulator restart (6 s off)", tally, faults=1, recover_s=recover_s)
-        assert status["devices"]["pump-healthy-sensor"]["state"] in {"down", "connecting"}
+        record(
+            "Modbus simulator restart (6 s off)", tally, faults=1, recover_s=recover_s
+        )
+        assert status["devices"]["pump-healthy-sensor"]["state"] in {
+            "down",
+            "connecting",
+        }
         assert recover_s < 20.0
         assert_nothing_lost(plant, tally)
 
@@ -102,7 +107,10 @@ class TestUnresponsiveDevices:
             recover_s=None,
             note=f"{during} measurements of a healthy device stored meanwhile",
         )
-        assert status["devices"][f"{SPARE_ASSET}-sensor"]["state"] in {"down", "connecting"}
+        assert status["devices"][f"{SPARE_ASSET}-sensor"]["state"] in {
+            "down",
+            "connecting",
+        }
         assert status["devices"]["pump-healthy-sensor"]["state"] == "connected"
         # A waveform every 3 s and speed readings every second.
         assert during >= 8
@@ -129,7 +137,10 @@ class TestUnresponsiveDevices:
             await proxy.stop()
 
         record("black-holed Modbus link (8 s)", tally, faults=1, recover_s=recover_s)
-        assert status["devices"]["pump-healthy-sensor"]["state"] in {"down", "connecting"}
+        assert status["devices"]["pump-healthy-sensor"]["state"] in {
+            "down",
+            "connecting",
+        }
         assert recover_s < 20.0
         assert_nothing_lost(plant, tally)
 
@@ -150,7 +161,10 @@ class TestUnresponsiveDevices:
             recover_s=None,
             note=f"{during} oil measurements of unit 10 stored meanwhile",
         )
-        assert status["devices"][f"{SPARE_ASSET}-sensor"]["state"] in {"down", "connecting"}
+        assert status["devices"][f"{SPARE_ASSET}-sensor"]["state"] in {
+            "down",
+            "connecting",
+        }
         assert status["devices"]["gearbox-oil-sensor"]["state"] == "connected"
         assert during >= 10
         assert plant.stored_count(SPARE_ASSET) == 0
