@@ -24,7 +24,12 @@ run: $(VENV)/.installed-demo
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not faults"
+
+# The fault-injection suite runs the real agent process against simulators,
+# the sandbox API and Mosquitto, injecting faults (about 7 minutes).
+faults: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m faults tests/faults
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
