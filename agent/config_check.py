@@ -170,10 +170,11 @@ class _Locate:
     env_data: Mapping[str, Any]
 
     def __call__(self, path: KeyPath) -> tuple[str, int | None]:
-        if not self.locator.has(path):
-            variable = _env_variable(self.env_data, path)
-            if variable is not None:
-                return f"environment {variable}", None
+        # The environment overrides the file, so a value it set is the one
+        # that was checked, even where the file has the same key.
+        variable = _env_variable(self.env_data, path)
+        if variable is not None:
+            return f"environment {variable}", None
         return self.source, self.locator.line_of(path)
 
     def problem(self, path: KeyPath, message: str) -> Problem:

@@ -398,6 +398,16 @@ class TestEnvironment:
             "found 'eighteen'"
         ]
 
+    def test_environment_value_beats_file_line(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "agent.toml", ["[mqtt]", "port = 1883"])
+
+        lines = problem_lines(path, {"CMAGENT_MQTT__PORT": "eighteen"})
+
+        assert lines == [
+            "environment CMAGENT_MQTT__PORT: mqtt.port: expected an integer, "
+            "found 'eighteen'"
+        ]
+
 
 def run_check_config(path: Path, **extra_env: str) -> subprocess.CompletedProcess[str]:
     environ = {
