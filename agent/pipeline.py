@@ -28,7 +28,7 @@ import asyncio
 import dataclasses
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,7 +54,7 @@ from drivers.spec import DeviceSpec
 
 logger = logging.getLogger(__name__)
 
-SCALAR_FLUSH_S: Final = 1.0
+SCALAR_FLUSH_S: Final = 0.5
 ANALYSIS_QUEUE_SIZE: Final = 16
 MAX_PENDING_ITEMS: Final = 100_000
 
@@ -138,6 +138,8 @@ class Pipeline:
         self.health = health
         self.publisher = publisher
         self.counters = PipelineCounters()
+        self.on_stored: Callable[[], None] | None = None
+        """Called on the event loop after each batch reaches the outbox."""
         self.assets: dict[str, AssetView] = {}
         self.runners: dict[str, DeviceRunner] = {}
         self._factory = driver_factory
@@ -555,6 +557,8 @@ class Pipeline:
         items, self._pending = self._pending, []
         try:
             await asyncio.to_thread(self.outbox.put_many, items)
+            if self.on_stored is not None:
+                self.on_stored()
         except Exception as exc:  # OutboxError, and nothing may stop the loop
             self.counters.outbox_errors += 1
             # Keep the items for the next flush, but never more than a cap,

@@ -269,6 +269,8 @@ class AgentRuntime:
         }
         assert self.outbox is not None
         self.uplink = Uplink(settings.uplink, self.outbox, tags, self.token_provider)
+        if self.pipeline is not None:
+            self.pipeline.on_stored = self.uplink.notify_stored
         self._tasks.append(asyncio.create_task(self.uplink.run(self._stop)))
 
     def _command_from_thread(self, command: Any) -> None:

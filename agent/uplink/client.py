@@ -118,6 +118,7 @@ class Uplink:
         self._token: SecretStr | None = None
         self._rejected_token: SecretStr | None = None
         self._token_changed = asyncio.Event()
+        self._items_stored = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._remote_ids: dict[str, str] = {}
         self._assets_loaded_at: float | None = None
@@ -157,10 +158,13 @@ class Uplink:
                 except OutboxError as exc:
                     logger.error("uplink.outbox_failed cause=%s", exc)
                     wait_s = self.idle_poll_s
+                # Only an idle wait ends early when new items are stored; a
+                # retry backoff runs its course whatever arrives meanwhile.
+                idle = wait_s is None
                 if wait_s is None:
                     wait_s = self.idle_poll_s
                 if wait_s > 0:
-                    await self._sleep(wait_s, stop)
+                    await self._sleep(wait_s, stop, wake_on_stored=idle)
         finally:
             await self.close()
             logger.info("uplink.stopped delivered=%d", self.delivered_count)
@@ -397,12 +401,26 @@ class Uplink:
             self._state = UplinkState.OK
             logger.info("uplink.token_changed source=%s", self.token_provider.source)
 
-    async def _sleep(self, seconds: float, stop: asyncio.Event) -> None:
-        """Sleep, waking early for ``stop`` or a reloaded token."""
+    def notify_stored(self) -> None:
+        """Wake an idle delivery loop because new items are in the outbox.
+
+        Call it from the event loop thread after a write to the outbox, so
+        delivery latency does not wait for the idle poll.
+        """
+        self._items_stored.set()
+
+    async def _sleep(
+        self, seconds: float, stop: asyncio.Event, *, wake_on_stored: bool = False
+    ) -> None:
+        """Sleep, waking early for ``stop``, a reloaded token or, when
+        ``wake_on_stored``, new items in the outbox."""
+        self._items_stored.clear()
         waiters = [
             asyncio.ensure_future(stop.wait()),
             asyncio.ensure_future(self._token_changed.wait()),
         ]
+        if wake_on_stored:
+            waiters.append(asyncio.ensure_future(self._items_stored.wait()))
         try:
             await asyncio.wait(
                 waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED

@@ -153,6 +153,29 @@ class TestUplinkDelivery:
         await uplink.close()
         assert [r["quality"] for r in stored(sandbox)] == ["bad"]
 
+    async def test_idle_loop_wakes_on_stored_items(
+        self, sandbox: SandboxApi, token_file: Path, outbox: Outbox
+    ) -> None:
+        # An idle poll of 60 s: without the wake-up, nothing would be
+        # delivered within the 10 s the test waits.
+        settings = make_settings(sandbox, token_file)
+        provider = TokenProvider(settings, environ={})
+        tags = {"pump-1": "PUMP-0001"}
+        uplink = Uplink(settings, outbox, tags, provider, idle_poll_s=60)
+        stop = asyncio.Event()
+        task = asyncio.create_task(uplink.run(stop))
+        try:
+            await asyncio.sleep(0.5)
+            outbox.put_many([reading(1)])
+            uplink.notify_stored()
+            async with asyncio.timeout(10):
+                while outbox.stats().depth:
+                    await asyncio.sleep(0.02)
+        finally:
+            stop.set()
+            await task
+        assert len(stored(sandbox)) == 1
+
 
 class TestUplinkRejections:
     async def test_rejected_item_does_not_block_others(
