@@ -45,7 +45,7 @@ def footer_text(snapshot: dict[str, Any], mqtt_messages: int) -> str:
     return (
         f"waveforms analysed {counters.get('waveforms_analysed', 0)}  "
         f"outbox depth {outbox.get('depth', 0)}  "
-        f"delivered {uplink.get('delivered_count', 0)} "
+        f"delivered {uplink.get('delivered_measurements', 0)} "
         f"({uplink.get('state', '-')})  "
         f"MQTT messages {mqtt_messages}"
     )

@@ -31,6 +31,10 @@ from agent.settings import LoggingSettings
 REDACTED: Final = "***"
 PROJECT_LOGGERS: Final = ("agent", "drivers", "dsp", "cmagent")
 """Loggers set to the configured level; other libraries log WARNING and up."""
+QUIET_LIBRARY_LOGGERS: Final = ("pymodbus", "asyncua")
+"""Libraries that log every failed connect or request as a warning; the
+drivers report the same failures once, with device ids, so these log only
+errors unless the configured level is DEBUG."""
 
 SYSLOG_PRIORITY: Final = {
     logging.CRITICAL: 2,
@@ -269,4 +273,7 @@ def setup_logging(
     root.setLevel(max(level, logging.WARNING))
     for name in PROJECT_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    library_level = logging.DEBUG if level <= logging.DEBUG else logging.ERROR
+    for name in QUIET_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(library_level)
     return handler

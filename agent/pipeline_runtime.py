@@ -363,6 +363,9 @@ class AgentRuntime:
             "state": getattr(self.uplink.state, "value", str(self.uplink.state)),
             "last_delivery": _iso(self.uplink.last_delivery),
             "delivered_count": self.uplink.delivered_count,
+            "delivered_measurements": self.uplink.delivered_by_kind.get(
+                "measurement", 0
+            ),
         }
 
     def _mqtt_status(self) -> dict[str, Any]:

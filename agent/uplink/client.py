@@ -104,6 +104,9 @@ class Uplink:
         self.idle_poll_s = idle_poll_s
         self.last_delivery: datetime | None = None
         self.delivered_count = 0
+        self.delivered_by_kind: dict[str, int] = {}
+        """Items accepted by the API, by outbox kind (``measurement``,
+        ``maintenance_request``); ``delivered_count`` is their sum."""
 
         endpoint = getattr(settings, settings.environment)
         self.base_url: str | None = endpoint.base_url
@@ -316,6 +319,9 @@ class Uplink:
             )
 
         self.delivered_count += len(accepted)
+        self.delivered_by_kind[kind] = self.delivered_by_kind.get(kind, 0) + len(
+            accepted
+        )
         self.last_delivery = datetime.now(UTC)
         self._backoff.reset()
         if self._retrying_since is not None:

@@ -86,6 +86,16 @@ class TestTextFormat:
 
         assert [line.split(" ", 2)[2] for line in lines(output)] == ["shown"]
 
+    def test_library_warnings_hidden_unless_debug(self, output: io.StringIO) -> None:
+        setup_logging(LoggingSettings(level="INFO", format="text"), stream=output)
+        logging.getLogger("pymodbus.logging").warning("Failed to connect")
+        logging.getLogger("asyncua.client").error("connection lost")
+        assert [line.split(" ", 2)[2] for line in lines(output)] == ["connection lost"]
+
+        setup_logging(LoggingSettings(level="DEBUG", format="text"), stream=output)
+        logging.getLogger("pymodbus.logging").warning("Failed to connect")
+        assert lines(output)[-1].endswith("Failed to connect")
+
 
 class TestJsonFormat:
     def test_one_object_per_line(self, output: io.StringIO) -> None:

@@ -130,6 +130,7 @@ class TestUplinkDelivery:
         assert len(rows) == 1210
         assert [r["value"] for r in pump1] == [n / 10 for n in range(1200)]
         assert uplink.delivered_count == 1210
+        assert uplink.delivered_by_kind == {"measurement": 1210}
         assert outbox.stats().delivered == 1210
         assert uplink.last_delivery is not None
 
@@ -428,6 +429,7 @@ class TestUplinkMaintenanceRequests:
         assert [r["source_event_id"] for r in rows] == ["alarm-7", "alarm-8"]
         assert rows[0]["asset_id"] == "ast-000001"
         assert outbox.stats().delivered == 3
+        assert uplink.delivered_by_kind == {"maintenance_request": 3}
 
     async def test_invalid_request_is_dead_lettered(
         self, sandbox: SandboxApi, token_file: Path, outbox: Outbox
