@@ -44,6 +44,13 @@ from dsp.velocity import (
 IMPULSIVE_SK_MIN: Final = 0.5
 """Band spectral kurtosis below which no localised defect is named."""
 
+FLAT_RMS_LIMIT: Final = 1e-6
+"""RMS (g or m/s², mean removed) at or below which a waveform is flat.
+
+It is far below the noise floor of any industrial accelerometer (of the
+order of 1e-4 g), so a flat waveform comes from a failed sensor, cable or
+input, and the diagnosis says ``unknown`` rather than ``normal``."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MachineInfo:
@@ -181,7 +188,18 @@ def analyse(
     diagnosis = Diagnosis(
         condition=Condition.UNKNOWN, confidence=0.0, evidence=(), lines=()
     )
-    if frequencies is not None:
+    flat = time_domain.rms <= FLAT_RMS_LIMIT
+    if frequencies is not None and flat:
+        reason = (
+            f"the waveform is flat (RMS {time_domain.rms:.3g} {unit} after "
+            "removing the mean): a failed sensor, cable or input, not a "
+            "healthy machine"
+        )
+        skipped["envelope"] = reason
+        diagnosis = Diagnosis(
+            condition=Condition.UNKNOWN, confidence=0.0, evidence=(reason,), lines=()
+        )
+    elif frequencies is not None:
         outcome = _bearing_analysis(centred, spectrum, frequencies, machine)
         if isinstance(outcome, str):
             skipped["envelope"] = skipped["diagnosis"] = outcome

@@ -121,6 +121,25 @@ class TestAnalyseInputs:
         assert result.diagnosis.condition in {Condition.NORMAL, Condition.UNKNOWN}
         assert "NaN" not in text
 
+    @pytest.mark.parametrize("level", [0.0, 1.0, -3.5])
+    def test_flat_waveform_is_never_normal(self, level: float) -> None:
+        # A dead sensor reads a constant; calling it healthy hides the fault.
+        result = analyse(
+            np.full(24000, level), fs_hz=12000.0, rpm=1796.0, machine=MACHINE_6205
+        )
+        assert result.diagnosis.condition is Condition.UNKNOWN
+        assert result.diagnosis.confidence == 0.0
+        assert "flat" in result.diagnosis.evidence[0]
+        assert "flat" in result.skipped["envelope"]
+
+    def test_quiet_real_signal_is_not_flat(self) -> None:
+        # The healthy record at 0.07 g RMS is far above the flat limit.
+        samples, recording = recording_block("normal_97", 16384)
+        result = analyse(
+            samples, fs_hz=recording.fs_hz, rpm=recording.rpm, machine=MACHINE_6205
+        )
+        assert result.diagnosis.condition is Condition.NORMAL
+
     @pytest.mark.parametrize("rpm", [0.0, -5.0, float("nan")])
     def test_rejects_invalid_rpm(self, rpm: float) -> None:
         with pytest.raises(ValueError, match="rpm"):

@@ -77,8 +77,11 @@ def analyse_or_reject(
     samples: object, fs_hz: float, rpm: float | None, machine: MachineInfo
 ) -> dsp.Analysis | None:
     """Run ``analyse``; return None when it rejected the input cleanly."""
+    # Adjustments such as a velocity band lowered to the Nyquist rate are
+    # documented warnings, expected for the odd sample rates drawn here.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)
         try:
             return dsp.analyse(samples, fs_hz=fs_hz, rpm=rpm, machine=machine)
         except (ValueError, TypeError) as exc:
