@@ -40,6 +40,12 @@ def run(args: argparse.Namespace) -> int:
     lines = [f"warning: {text}" for text in report.warnings]
     lines += [str(note) for note in report.notes]
     lines += [str(problem) for problem in report.problems]
+    if report.ok and report.settings is not None and not report.settings.devices:
+        lines.append(
+            f"warning: {args.path}: no devices configured, so the agent would "
+            "poll nothing; add a [devices.<name>] table (see "
+            "config/agent.example.toml)"
+        )
     if report.ok:
         lines.append(report.summary())
     else:

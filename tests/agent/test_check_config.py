@@ -464,6 +464,19 @@ class TestCommand:
             "1 problem found",
         ]
 
+    def test_empty_file_valid_with_warning(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "agent.toml", ["# nothing configured yet"])
+
+        result = run_check_config(path)
+
+        assert result.returncode == 0
+        assert result.stdout.splitlines() == [
+            f"warning: {path}: no devices configured, so the agent would poll "
+            "nothing; add a [devices.<name>] table (see "
+            "config/agent.example.toml)",
+            "config OK: 0 devices, 0 assets, 0 points, 0 waveforms",
+        ]
+
     @pytest.mark.parametrize("name", ["missing.toml"])
     def test_missing_file_exits_1(self, tmp_path: Path, name: str) -> None:
         result = run_check_config(tmp_path / name)
