@@ -11,7 +11,37 @@ Durability: every write is a transaction with ``synchronous=FULL``, so a
 committed item survives a process crash and a power loss (given a disk that
 honours fsync). The byte cap counts payload bytes plus a fixed per-row
 overhead, not the size of the file, which is larger by SQLite's own pages
-and the WAL.
+and the WAL. ``PRAGMA max_page_count`` (``PAGE_CAP_FACTOR`` times the cap)
+stops the file from growing without bound when that estimate is wrong.
+
+A full disk: leasing, acknowledging and retrying are writes too, so on a
+full filesystem the uplink could deliver nothing and free no space. Three
+measures keep delivery going without help from outside:
+
+- A reserve file (``<database>.reserve``, zeros written and fsynced, never
+  sparse) holds space for deliveries. It is created at open when there is
+  room (a WARNING when there is not) and released by the first delivery
+  write that fails with SQLITE_FULL or ENOSPC.
+- The WAL is checkpointed every ``reserve / 4`` bytes instead of SQLite's
+  4 MB, so the pages a checkpoint must still add to the database file stay
+  well below the reserve. After a failed write the outbox checkpoints first
+  (a checkpointed WAL is reused from its start without growing) and
+  retries. Intake shortens the reserve by just the pages that checkpoint
+  needs. A delivery that still fails releases the whole reserve and
+  retries once more.
+- While the disk is full, intake must not take what delivery frees: each
+  ``put_many`` first evicts idle items of the lowest priority, oldest
+  first, about twice the bytes it adds, and may not grow the database
+  (``max_page_count`` is held at the current page count). Those evictions
+  are counted like the byte cap's. When evicting every idle item does not
+  make room, ``put_many`` raises ``OutboxError`` and stores nothing.
+
+The outbox leaves the full-disk state after a successful write, at most
+every ``RECOVERY_INTERVAL_S``, once the free pages of the database plus the
+free space of the filesystem exceed twice the reserve: it returns the free
+pages to the filesystem (``PRAGMA incremental_vacuum``, for databases
+created with ``auto_vacuum=INCREMENTAL``), truncates the WAL and writes the
+reserve again.
 
 Threads: every public method takes one lock around one connection, so the
 outbox may be called from the event loop thread and from worker threads
@@ -23,18 +53,19 @@ a previous process that ended, so they are released at once.
 from __future__ import annotations
 
 import enum
+import errno
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from agent.errors import OutboxError
 
@@ -44,6 +75,31 @@ ROW_OVERHEAD_BYTES: Final = 64
 """Bytes charged per item on top of its JSON payload, for the byte cap."""
 
 SCHEMA_VERSION: Final = 1
+
+RESERVE_SUFFIX: Final = ".reserve"
+RESERVE_MAX_BYTES: Final = 4 * 1024 * 1024
+RESERVE_MIN_BYTES: Final = 64 * 1024
+"""A reserve smaller than this is not created: the cap or the filesystem is
+too small for one to help."""
+
+RECOVERY_INTERVAL_S: Final = 30.0
+"""Minimum seconds between checks whether the disk has room again."""
+
+PAGE_CAP_FACTOR: Final = 4
+"""The database may grow to this many times ``max_bytes`` (plus
+``PAGE_CAP_SLACK_PAGES``): SQLite's pages, indexes and dead letters take
+more than the capped payload bytes."""
+
+PAGE_CAP_SLACK_PAGES: Final = 1024
+
+FULL_DISK_EVICTION_FACTOR: Final = 2
+"""On a full disk, ``put_many`` first evicts this many times the bytes it
+adds, because a row takes more space in its pages and indexes than its
+capped size."""
+
+_MAX_ROOM_ATTEMPTS: Final = 6
+
+_T = TypeVar("_T")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS items (
@@ -166,30 +222,55 @@ class Outbox:
             raise OutboxError(f"outbox max_bytes must be positive, found {max_bytes!r}")
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self.reserve_path = self.path.with_name(self.path.name + RESERVE_SUFFIX)
         self._clock = clock
         self._lock = threading.Lock()
         self._conn = _open_checked(self.path)
-        with self._transaction() as conn:
+        self._page_size: int = self._pragma("page_size")
+        self._page_cap = PAGE_CAP_FACTOR * max_bytes // self._page_size
+        self._page_cap += PAGE_CAP_SLACK_PAGES
+        self._page_limit = 0
+        self._set_page_limit(self._page_cap)
+        self._disk_full = False
+        self._next_recovery = 0.0
+        self.reserve_bytes = _reserve_size(self.path.parent, max_bytes)
+        if self.reserve_bytes:
+            pages = max(16, self.reserve_bytes // 4 // self._page_size)
+            self._conn.execute(f"PRAGMA wal_autocheckpoint={min(pages, 1000)}")
+            self._create_reserve(at_open=True)
+
+        def release_leases(conn: sqlite3.Connection) -> None:
             # Leases of a previous process: its requests may have reached
             # the API, so the same batches go out again first, at once.
             conn.execute("UPDATE batches SET available_at = 0")
+
+        self._write("releasing old leases", release_leases)
         row = self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM items")
         self._bytes: int = row.fetchone()[0]
 
     def __repr__(self) -> str:
         return f"Outbox(path={str(self.path)!r}, max_bytes={self.max_bytes})"
 
+    @property
+    def disk_full(self) -> bool:
+        """True from a write that found the disk full until space is back."""
+        return self._disk_full
+
     # --- writing ---------------------------------------------------------
 
     def put_many(self, items: Sequence[OutboxItem]) -> int:
         """Store ``items`` in one transaction, then evict down to the cap.
 
+        On a full disk, idle items of the lowest priority, oldest first,
+        are evicted to make room (see the module docstring).
+
         Returns:
             The number of items stored (evictions are counted in ``stats``).
 
         Raises:
-            OutboxError: the write failed (disk full, I/O error); nothing of
-                this call is stored and the outbox stays usable.
+            OutboxError: the write failed (disk full with nothing left to
+                evict, I/O error); nothing of this call is stored and the
+                outbox stays usable.
         """
         now = self._clock()
         rows = []
@@ -199,48 +280,31 @@ class Outbox:
             rows.append((item.kind, int(item.priority), text, size, now))
         added = sum(row[3] for row in rows)
 
-        with self._transaction(f"storing {len(rows)} items") as conn:
+        def store(conn: sqlite3.Connection) -> tuple[int, int]:
             conn.executemany(
                 "INSERT INTO items (kind, priority, payload, size, created)"
                 " VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
-            freed = self._evict(conn, self._bytes + added - self.max_bytes)
-        self._bytes += added - freed
-        return len(rows)
+            return _evict(conn, self._bytes + added - self.max_bytes)
 
-    def _evict(self, conn: sqlite3.Connection, excess: int) -> int:
-        """Delete the lowest-priority, oldest idle items until ``excess``
-        bytes are freed; items in a batch are in flight and stay."""
-        if excess <= 0:
-            return 0
-        freed = 0
-        doomed: list[int] = []
-        after = (-1, 0)
-        while freed < excess:
-            rows = conn.execute(
-                "SELECT id, size, priority FROM items WHERE batch_id IS NULL"
-                " AND (priority, id) > (?, ?) ORDER BY priority, id LIMIT 1000",
-                (after[0], after[1]),
-            ).fetchall()
-            if not rows:
-                break
-            for item_id, size, priority in rows:
-                if freed >= excess:
-                    break
-                doomed.append(item_id)
-                freed += size
-                after = (priority, item_id)
-        conn.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in doomed])
-        _bump(conn, "evicted", len(doomed))
-        if doomed:
+        def make_room(conn: sqlite3.Connection, attempt: int) -> tuple[int, int]:
+            wanted = max(added, self._page_size) * FULL_DISK_EVICTION_FACTOR
+            return _evict(conn, wanted << (attempt - 1))
+
+        evicted, freed = self._write(
+            f"storing {len(rows)} items", store, make_room=make_room
+        )
+        self._bytes += added - freed
+        if evicted:
             logger.warning(
-                "outbox.evicted count=%d freed_bytes=%d max_bytes=%d",
-                len(doomed),
+                "outbox.evicted count=%d freed_bytes=%d max_bytes=%d disk_full=%s",
+                evicted,
                 freed,
                 self.max_bytes,
+                self._disk_full,
             )
-        return freed
+        return len(rows)
 
     # --- delivery --------------------------------------------------------
 
@@ -260,18 +324,19 @@ class Outbox:
         if limit < 1:
             raise ValueError(f"lease limit must be at least 1, found {limit!r}")
         now = self._clock()
-        with self._transaction("leasing a batch") as conn:
+
+        def take(conn: sqlite3.Connection) -> tuple[str, int, list[Any]] | None:
             batch = conn.execute(
                 "SELECT id, key, available_at, attempts FROM batches"
                 " WHERE kind = ? ORDER BY id LIMIT 1",
                 (kind,),
             ).fetchone()
             if batch is not None and batch[2] > now:
-                return []
+                return None
             if batch is None:
                 batch = self._form_batch(conn, kind, limit, now)
                 if batch is None:
-                    return []
+                    return None
             batch_id, key, _, attempts = batch
             conn.execute(
                 "UPDATE batches SET available_at = ? WHERE id = ?",
@@ -282,6 +347,12 @@ class Outbox:
                 " WHERE batch_id = ? ORDER BY id",
                 (batch_id,),
             ).fetchall()
+            return key, attempts, rows
+
+        taken = self._write("leasing a batch", take)
+        if taken is None:
+            return []
+        key, attempts, rows = taken
         return [
             LeasedItem(
                 id=item_id,
@@ -326,8 +397,11 @@ class Outbox:
         """Store the request body sent for a batch, so a retry of the batch
         sends the same bytes even if the data behind it (an asset map)
         changed meanwhile."""
-        with self._transaction("saving a batch body") as conn:
+
+        def save(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE batches SET body = ? WHERE key = ?", (body, batch_key))
+
+        self._write("saving a batch body", save)
 
     def batch_body(self, batch_key: str) -> bytes | None:
         """Return the body saved for a batch, or None."""
@@ -344,9 +418,13 @@ class Outbox:
         its remaining items go back to the queue to form a new batch with
         a new key, because the old key's request body no longer matches.
         """
-        with self._transaction(f"acknowledging {len(ids)} items") as conn:
-            freed = self._delete(conn, ids)
+
+        def acknowledge(conn: sqlite3.Connection) -> list[int]:
+            freed = _delete(conn, ids)
             _bump(conn, "delivered", len(freed))
+            return freed
+
+        freed = self._write(f"acknowledging {len(ids)} items", acknowledge)
         self._bytes -= sum(freed)
 
     def retry(self, ids: Sequence[int], delay_s: float) -> None:
@@ -356,7 +434,8 @@ class Outbox:
         committed the request whose answer was lost.
         """
         due = self._clock() + delay_s
-        with self._transaction(f"scheduling a retry of {len(ids)} items") as conn:
+
+        def postpone(conn: sqlite3.Connection) -> None:
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
                 conn.execute(
@@ -371,6 +450,8 @@ class Outbox:
                     (due, *chunk),
                 )
 
+        self._write(f"scheduling a retry of {len(ids)} items", postpone)
+
     def dead_letter(self, id: int, reason: str) -> None:
         """Move an item the API rejected to the dead-letter table."""
         self.dead_letter_many([(id, reason)])
@@ -378,7 +459,8 @@ class Outbox:
     def dead_letter_many(self, rejected: Sequence[tuple[int, str]]) -> None:
         """Move several rejected items, each with its reason, at once."""
         now = self._clock()
-        with self._transaction(f"dead-lettering {len(rejected)} items") as conn:
+
+        def move(conn: sqlite3.Connection) -> list[int]:
             conn.executemany(
                 "INSERT OR REPLACE INTO dead_letters"
                 " (id, kind, priority, payload, created, failed_at, reason)"
@@ -386,29 +468,12 @@ class Outbox:
                 " FROM items WHERE id = ?",
                 [(now, reason, item_id) for item_id, reason in rejected],
             )
-            freed = self._delete(conn, [item_id for item_id, _ in rejected])
+            freed = _delete(conn, [item_id for item_id, _ in rejected])
             _bump(conn, "dead_lettered", len(freed))
-        self._bytes -= sum(freed)
+            return freed
 
-    def _delete(self, conn: sqlite3.Connection, ids: Sequence[int]) -> list[int]:
-        """Delete items, dissolve the batches they leave partly filled and
-        drop the emptied ones; return the sizes of the deleted items."""
-        sizes: list[int] = []
-        batch_ids: set[int] = set()
-        for chunk in _chunks(ids):
-            marks = ",".join("?" * len(chunk))
-            rows = conn.execute(
-                f"SELECT size, batch_id FROM items WHERE id IN ({marks})", chunk
-            ).fetchall()
-            sizes.extend(size for size, _ in rows)
-            batch_ids.update(batch for _, batch in rows if batch is not None)
-            conn.execute(f"DELETE FROM items WHERE id IN ({marks})", chunk)
-        for batch_id in batch_ids:
-            conn.execute(
-                "UPDATE items SET batch_id = NULL WHERE batch_id = ?", (batch_id,)
-            )
-            conn.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
-        return sizes
+        freed = self._write(f"dead-lettering {len(rejected)} items", move)
+        self._bytes -= sum(freed)
 
     # --- inspection ------------------------------------------------------
 
@@ -446,7 +511,7 @@ class Outbox:
         ]
 
     def close(self) -> None:
-        """Checkpoint the WAL and close the database."""
+        """Checkpoint the WAL and close the database; the reserve stays."""
         with self._lock:
             try:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -454,27 +519,346 @@ class Outbox:
                 logger.warning("outbox.checkpoint_failed cause=%s", exc)
             self._conn.close()
 
-    @contextmanager
-    def _transaction(self, action: str = "writing") -> Iterator[sqlite3.Connection]:
-        """Run one write transaction under the lock, translating SQLite
-        errors into ``OutboxError`` after rolling back."""
+    # --- transactions and the full disk ------------------------------------
+
+    def _write(
+        self,
+        action: str,
+        work: Callable[[sqlite3.Connection], _T],
+        *,
+        make_room: Callable[[sqlite3.Connection, int], tuple[int, int]] | None = None,
+    ) -> _T:
+        """Run ``work`` as one write transaction under the lock.
+
+        ``make_room`` marks intake: on a full disk it runs before ``work``
+        in the same transaction, with attempt numbers 1, 2, ... Without it
+        the write is a delivery, which may release the reserve.
+
+        Raises:
+            OutboxError: the transaction failed and was rolled back.
+        """
         with self._lock:
-            conn = self._conn
+            intake = make_room is not None
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                yield conn
-                conn.execute("COMMIT")
+                if intake and self._disk_full:
+                    result = self._write_room(action, work, make_room)
+                else:
+                    self._set_page_limit(self._page_cap)
+                    result = self._attempt(work)
             except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.rollback()
-                raise OutboxError(
-                    f"outbox {self.path}: {action} failed: {exc}; nothing of"
-                    " this call was stored"
-                ) from exc
-            except BaseException:
-                if conn.in_transaction:
-                    conn.rollback()
-                raise
+                if not _is_disk_full(exc):
+                    raise self._failure(action, exc) from exc
+                self._enter_disk_full(exc)
+                if make_room is not None:
+                    result = self._write_room(action, work, make_room)
+                else:
+                    result = self._write_delivery(action, work)
+            self._after_write()
+            return result
+
+    def _attempt(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            result = work(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+        return result
+
+    def _write_delivery(
+        self, action: str, work: Callable[[sqlite3.Connection], _T]
+    ) -> _T:
+        """Retry a delivery write after a checkpoint, then after releasing
+        the reserve."""
+        self._checkpoint()
+        try:
+            return self._attempt(work)
+        except sqlite3.Error as exc:
+            if not _is_disk_full(exc) or not self._release_reserve():
+                raise self._failure(action, exc) from exc
+        self._checkpoint()
+        try:
+            return self._attempt(work)
+        except sqlite3.Error as exc:
+            raise self._failure(action, exc) from exc
+
+    def _write_room(
+        self,
+        action: str,
+        work: Callable[[sqlite3.Connection], _T],
+        make_room: Callable[[sqlite3.Connection, int], tuple[int, int]],
+    ) -> _T:
+        """Run an intake write on a full disk: evict first, never grow the
+        database, and evict more on each attempt that does not fit."""
+        if not self._checkpoint():
+            self._trim_reserve()
+            self._checkpoint()
+        idle = self._conn.execute(
+            "SELECT COUNT(*) FROM items WHERE batch_id IS NULL"
+        ).fetchone()[0]
+        cause: sqlite3.Error | None = None
+        for attempt in range(1, _MAX_ROOM_ATTEMPTS + 1):
+            self._set_page_limit(self._pragma("page_count"))
+            evicted = 0
+
+            def evict_then_work(conn: sqlite3.Connection, attempt: int = attempt) -> _T:
+                nonlocal evicted
+                evicted = make_room(conn, attempt)[0]
+                return work(conn)
+
+            try:
+                return self._attempt(evict_then_work)
+            except sqlite3.Error as exc:
+                if not _is_disk_full(exc):
+                    raise self._failure(action, exc) from exc
+                cause = exc
+            if evicted >= idle:
+                break
+        raise OutboxError(
+            f"outbox {self.path}: {action} failed: {cause}; the disk is full"
+            f" and evicting up to {evicted} of {idle} queued items did not make"
+            " room; nothing of this call was stored"
+        ) from cause
+
+    def _failure(self, action: str, exc: sqlite3.Error) -> OutboxError:
+        return OutboxError(
+            f"outbox {self.path}: {action} failed: {exc}; nothing of"
+            " this call was stored"
+        )
+
+    def _enter_disk_full(self, exc: sqlite3.Error) -> None:
+        if not self._disk_full:
+            logger.warning(
+                "outbox.disk_full path=%s cause=%s; intake now evicts to make"
+                " room and deliveries may use the reserve",
+                self.path,
+                exc,
+            )
+        self._disk_full = True
+        self._next_recovery = self._clock() + RECOVERY_INTERVAL_S
+
+    def _after_write(self) -> None:
+        """Keep the WAL from growing while the disk is full, and check,
+        at most every ``RECOVERY_INTERVAL_S``, whether space is back."""
+        if self._disk_full:
+            self._checkpoint()
+        reserve_missing = self.reserve_bytes > 0 and not self._reserve_whole()
+        if not (self._disk_full or reserve_missing):
+            return
+        now = self._clock()
+        if now < self._next_recovery:
+            return
+        self._next_recovery = now + RECOVERY_INTERVAL_S
+        try:
+            self._recover()
+        except (OSError, sqlite3.Error) as exc:
+            logger.warning("outbox.recovery_failed path=%s cause=%s", self.path, exc)
+
+    def _recover(self) -> None:
+        """Return free pages to the filesystem and write the reserve again
+        when the filesystem then has room for twice the reserve."""
+        needed = 2 * max(self.reserve_bytes, RESERVE_MIN_BYTES)
+        free_pages = self._pragma("freelist_count") * self._page_size
+        if _free_bytes(self.path.parent) + free_pages < needed:
+            return
+        if free_pages:
+            self._conn.execute("PRAGMA incremental_vacuum").fetchall()
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        if _free_bytes(self.path.parent) < needed:
+            return
+        if self.reserve_bytes and not self._create_reserve(at_open=False):
+            return
+        if self._disk_full:
+            self._disk_full = False
+            self._set_page_limit(self._page_cap)
+            logger.warning(
+                "outbox.disk_space_back path=%s free_bytes=%d reserve_bytes=%d",
+                self.path,
+                _free_bytes(self.path.parent),
+                self.reserve_bytes,
+            )
+
+    def _checkpoint(self) -> bool:
+        """Copy the WAL into the database so the next write reuses the WAL
+        from its start instead of growing it; False when that failed."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            logger.debug("outbox.checkpoint_failed cause=%s", exc)
+            return False
+        return True
+
+    def _set_page_limit(self, pages: int) -> None:
+        if pages != self._page_limit:
+            self._conn.execute(f"PRAGMA max_page_count={int(pages)}").fetchall()
+            self._page_limit = pages
+
+    def _pragma(self, name: str) -> int:
+        return int(self._conn.execute(f"PRAGMA {name}").fetchone()[0])
+
+    def _create_reserve(self, *, at_open: bool) -> bool:
+        """Write the reserve file with real zeros; False when there is no
+        room for it."""
+        path = self.reserve_path
+        try:
+            if path.exists() and path.stat().st_size == self.reserve_bytes:
+                return True
+            _write_zeros(path, self.reserve_bytes)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            if at_open:
+                logger.warning(
+                    "outbox.reserve_unavailable path=%s size_bytes=%d cause=%s;"
+                    " on a full disk deliveries will have only the free pages"
+                    " of the database",
+                    path,
+                    self.reserve_bytes,
+                    exc,
+                )
+            return False
+        logger.info(
+            "outbox.reserve_created path=%s size_bytes=%d", path, self.reserve_bytes
+        )
+        return True
+
+    def _reserve_whole(self) -> bool:
+        try:
+            return self.reserve_path.stat().st_size == self.reserve_bytes
+        except FileNotFoundError:
+            return False
+
+    def _trim_reserve(self) -> None:
+        """Shorten the reserve by the pages a checkpoint must add to the
+        database file, so intake can go on while the rest stays for
+        delivery. The WAL autocheckpoint keeps that under a quarter of the
+        reserve; later intake never grows the database again."""
+        file_pages = self.path.stat().st_size // self._page_size
+        missing = self._pragma("page_count") - file_pages + 4
+        try:
+            size = self.reserve_path.stat().st_size
+            trimmed = max(0, size - missing * self._page_size)
+            os.truncate(self.reserve_path, trimmed)
+        except OSError as exc:
+            logger.debug("outbox.reserve_trim_failed cause=%s", exc)
+            return
+        logger.warning(
+            "outbox.reserve_trimmed path=%s size_bytes=%d; the disk is full and"
+            " intake needs %d pages for a checkpoint",
+            self.reserve_path,
+            trimmed,
+            missing,
+        )
+
+    def _release_reserve(self) -> bool:
+        """Delete the reserve; False when there was none to release."""
+        try:
+            self.reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            logger.error(
+                "outbox.reserve_release_failed path=%s cause=%s", self.reserve_path, exc
+            )
+            return False
+        logger.warning(
+            "outbox.reserve_released path=%s size_bytes=%d; the disk is full",
+            self.reserve_path,
+            self.reserve_bytes,
+        )
+        return True
+
+
+def _evict(conn: sqlite3.Connection, excess: int) -> tuple[int, int]:
+    """Delete the lowest-priority, oldest idle items until ``excess``
+    bytes are freed; items in a batch are in flight and stay.
+
+    Returns:
+        The number of items deleted and the bytes they were charged.
+    """
+    if excess <= 0:
+        return 0, 0
+    freed = 0
+    doomed: list[int] = []
+    after = (-1, 0)
+    while freed < excess:
+        rows = conn.execute(
+            "SELECT id, size, priority FROM items WHERE batch_id IS NULL"
+            " AND (priority, id) > (?, ?) ORDER BY priority, id LIMIT 1000",
+            (after[0], after[1]),
+        ).fetchall()
+        if not rows:
+            break
+        for item_id, size, priority in rows:
+            if freed >= excess:
+                break
+            doomed.append(item_id)
+            freed += size
+            after = (priority, item_id)
+    conn.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in doomed])
+    _bump(conn, "evicted", len(doomed))
+    return len(doomed), freed
+
+
+def _delete(conn: sqlite3.Connection, ids: Sequence[int]) -> list[int]:
+    """Delete items, dissolve the batches they leave partly filled and
+    drop the emptied ones; return the sizes of the deleted items."""
+    sizes: list[int] = []
+    batch_ids: set[int] = set()
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT size, batch_id FROM items WHERE id IN ({marks})", chunk
+        ).fetchall()
+        sizes.extend(size for size, _ in rows)
+        batch_ids.update(batch for _, batch in rows if batch is not None)
+        conn.execute(f"DELETE FROM items WHERE id IN ({marks})", chunk)
+    for batch_id in batch_ids:
+        conn.execute("UPDATE items SET batch_id = NULL WHERE batch_id = ?", (batch_id,))
+        conn.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
+    return sizes
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """Whether an error is SQLITE_FULL ("database or disk is full") or ENOSPC."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+            return True
+        return "database or disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+
+
+def _free_bytes(directory: Path) -> int:
+    """Bytes an unprivileged process may still write on the filesystem."""
+    found = os.statvfs(directory)
+    return found.f_bavail * found.f_frsize
+
+
+def _reserve_size(directory: Path, max_bytes: int) -> int:
+    """The reserve: ``min(4 MiB, max_bytes / 16, filesystem size / 8)`` in
+    whole 4 KiB blocks, or 0 when that is below ``RESERVE_MIN_BYTES``."""
+    try:
+        found = os.statvfs(directory)
+    except OSError:
+        return 0
+    total = found.f_blocks * found.f_frsize
+    size = min(RESERVE_MAX_BYTES, max_bytes // 16, total // 8) // 4096 * 4096
+    return size if size >= RESERVE_MIN_BYTES else 0
+
+
+def _write_zeros(path: Path, size: int) -> None:
+    """Write ``size`` zero bytes and fsync them, so the blocks are
+    allocated (a sparse file would free nothing when deleted)."""
+    block = bytes(64 * 1024)
+    with open(path, "wb") as out:
+        left = size
+        while left > 0:
+            left -= out.write(block[: min(left, len(block))])
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _bump(conn: sqlite3.Connection, name: str, by: int) -> None:
@@ -532,6 +916,9 @@ def _open(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         _check_integrity(conn)
+        # Takes effect only in a new file, before its first table: it lets
+        # the outbox return free pages to the filesystem after a full disk.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA temp_store=MEMORY")
