@@ -19,6 +19,7 @@ from tests.faults.conftest import FaultPlant, record
 pytestmark = pytest.mark.faults
 MEASUREMENTS = "/api/v1/measurements"
 STORM = 1_000_000
+SMALL_FS_BYTES = 1024 * 1024
 
 
 class TestOutboxFull:
@@ -49,18 +50,25 @@ class TestOutboxFull:
         assert tally.unexpected == 0
         assert tally.dead_lettered == 0
 
-    @pytest.mark.xfail(
-        reason="leasing a batch writes to the outbox, so on a full disk the"
-        " uplink can deliver nothing and free no space until space is freed"
-        " from outside",
-        strict=False,
-    )
     async def test_full_filesystem(self, plant: FaultPlant, tmp_path: Path) -> None:
-        """Outbox on a 256 kB tmpfs, API down until the filesystem is full."""
+        """Outbox on a 1 MiB tmpfs, API down until the filesystem is full.
+
+        The audit table lives in the outbox file and is never emptied, so
+        the outbox has less room after every write than the agent alone
+        would leave it.
+        """
         mount_dir = tmp_path / "small"
         mount_dir.mkdir()
         mounted = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_dir)],
+            [
+                "mount",
+                "-t",
+                "tmpfs",
+                "-o",
+                f"size={SMALL_FS_BYTES}",
+                "tmpfs",
+                str(mount_dir),
+            ],
             capture_output=True,
             text=True,
         )
@@ -72,34 +80,34 @@ class TestOutboxFull:
             await plant.wait_stored_growth("pump-outer", 15.0)
             plant.sandbox.fail_next(STORM, 503)
             await plant.wait_for(
-                lambda: (
-                    ((plant.status() or {}).get("counters") or {}).get(
-                        "outbox_errors", 0
-                    )
-                    > 0
-                ),
-                90.0,
-                "an outbox write error",
+                lambda: disk_full(plant),
+                120.0,
+                "a full outbox filesystem (an eviction or a failed write)",
             )
             await asyncio.sleep(3.0)
             alive_when_full = plant.agent.running
+            evicted_when_full = plant.outbox_counts()["evicted"]
             plant.sandbox._faults.clear()
             cleared_at = time.monotonic()
             await plant.wait_stored_growth("pump-outer", 40.0)
             recover_s = time.monotonic() - cleared_at
             tally = await plant.drain_and_stop(60.0)
             errors = (plant.status() or {}).get("counters", {}).get("outbox_errors")
+            log = plant.agent.log_text()
         finally:
             subprocess.run(["umount", "-l", str(mount_dir)], check=False)
 
         record(
-            "outbox filesystem full (256 kB tmpfs)",
+            "outbox filesystem full (1 MiB tmpfs)",
             tally,
             faults=1,
             recover_s=recover_s,
-            note=f"{errors} outbox writes failed and were counted by the agent",
+            note=f"{evicted_when_full} evicted while full; {errors} outbox"
+            " writes failed and were counted by the agent",
         )
         assert alive_when_full
+        assert "outbox.reserve_released" in log
+        assert tally.pending == 0
         assert tally.lost == tally.evicted
         assert tally.duplicated == 0
         assert tally.dead_lettered == 0
@@ -138,3 +146,10 @@ class TestOutboxFull:
             recover_s=recover_s,
             note="no audit trigger in the fresh file: produced = stored",
         )
+
+
+def disk_full(plant: FaultPlant) -> bool:
+    """Whether the outbox evicted for room (the cap is far off) or a write
+    failed, the two signs of a full filesystem."""
+    counters = (plant.status() or {}).get("counters") or {}
+    return counters.get("outbox_errors", 0) > 0 or plant.outbox_counts()["evicted"] > 0
