@@ -303,12 +303,19 @@ class TestOutboxFailures:
         pages = outbox._conn.execute("PRAGMA page_count").fetchone()[0]
         outbox._conn.execute(f"PRAGMA max_page_count={pages + 1}")
         big = [measurement(i) for i in range(5000)]
-        with pytest.raises(OutboxError, match="database or disk is full"):
+        with pytest.raises(OutboxError, match="database or disk is full") as raised:
             outbox.put_many(big)
+        assert "evicting up to 1 of 1 queued items did not make room" in str(
+            raised.value
+        )
+        assert outbox.disk_full
         assert outbox.stats().depth == 1
         assert outbox.stats().bytes == item_size(measurement(0))
-        outbox._conn.execute("PRAGMA max_page_count=1073741823")
+        assert outbox.stats().evicted == 0
+        # While the disk counts as full, intake evicts before it adds.
         assert outbox.put_many([measurement(1)]) == 1
+        assert values(outbox.lease("measurement", 10)) == [1.0]
+        assert outbox.stats().evicted == 1
 
     def test_concurrent_writers_lose_nothing(self, outbox: Outbox) -> None:
         def produce(base: int) -> None:
