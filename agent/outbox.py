@@ -289,8 +289,8 @@ class Outbox:
             return _evict(conn, self._bytes + added - self.max_bytes)
 
         def make_room(conn: sqlite3.Connection, attempt: int) -> tuple[int, int]:
-            wanted = max(added, self._page_size) * FULL_DISK_EVICTION_FACTOR
-            return _evict(conn, wanted << (attempt - 1))
+            target = max(added, self._page_size) * FULL_DISK_EVICTION_FACTOR
+            return _evict(conn, target << (attempt - 1))
 
         evicted, freed = self._write(
             f"storing {len(rows)} items", store, make_room=make_room
@@ -349,10 +349,10 @@ class Outbox:
             ).fetchall()
             return key, attempts, rows
 
-        taken = self._write("leasing a batch", take)
-        if taken is None:
+        batch = self._write("leasing a batch", take)
+        if batch is None:
             return []
-        key, attempts, rows = taken
+        key, attempts, rows = batch
         return [
             LeasedItem(
                 id=item_id,

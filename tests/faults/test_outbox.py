@@ -2,7 +2,7 @@
 
 The API is kept failing (503) for 12 to 20 s so the outbox grows; a plant
 outage of hours is scaled down by shrinking the cap (30 kB) and the
-filesystem (256 kB tmpfs) instead of waiting.
+filesystem (1 MiB tmpfs) instead of waiting.
 """
 
 from __future__ import annotations
