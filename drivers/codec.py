@@ -271,7 +271,7 @@ def apply_scale(
     return float(raw) * scale + offset
 
 
-_STRUCT_FORMAT: Final[dict[DataType, str]] = {
+STRUCT_FORMAT: Final[dict[DataType, str]] = {
     DataType.INT16: ">h",
     DataType.UINT16: ">H",
     DataType.INT32: ">i",
@@ -281,6 +281,7 @@ _STRUCT_FORMAT: Final[dict[DataType, str]] = {
     DataType.FLOAT32: ">f",
     DataType.FLOAT64: ">d",
 }
+"""``struct`` format of each numeric type as it is on the wire (ABCD order)."""
 
 
 def decode_scalar(
@@ -299,7 +300,7 @@ def decode_scalar(
         DriverDecodeError: wrong register count or a register out of range.
         ValueError: ``data_type`` is BOOL or STRING.
     """
-    if data_type not in _STRUCT_FORMAT:
+    if data_type not in STRUCT_FORMAT:
         raise ValueError(f"decode_scalar handles numeric types, found {data_type}")
     width = REGISTER_COUNT[data_type]
     if len(registers) != width:
@@ -319,5 +320,5 @@ def decode_scalar(
         ) from exc
     if byte_order is Endian.LITTLE:
         raw = bytes(raw[i ^ 1] for i in range(len(raw)))
-    value: float | int = struct.unpack(_STRUCT_FORMAT[data_type], raw)[0]
+    value: float | int = struct.unpack(STRUCT_FORMAT[data_type], raw)[0]
     return value

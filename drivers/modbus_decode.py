@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from drivers.base import GOOD, Quality, QualityReason, Reading, ScalarValue
 from drivers.codec import (
     BIG_ENDIAN_DTYPE,
+    STRUCT_FORMAT,
     apply_scale,
     decode_scalar,
     decode_string,
@@ -183,18 +184,6 @@ class BlockDecoder:
             decoded[i] = decode_point(points[i], values[self._slices[i]])
 
 
-_BIG_FORMAT: Final = {
-    DataType.INT16: ">h",
-    DataType.UINT16: ">H",
-    DataType.INT32: ">i",
-    DataType.UINT32: ">I",
-    DataType.INT64: ">q",
-    DataType.UINT64: ">Q",
-    DataType.FLOAT32: ">f",
-    DataType.FLOAT64: ">d",
-}
-
-
 def decode_point(
     point: ModbusPointSpec,
     raw: Sequence[int] | Sequence[bool],
@@ -209,7 +198,7 @@ def decode_point(
     outside ``valid_range`` is bad/out_of_range and keeps its value.
     """
     try:
-        fast = _BIG_FORMAT.get(point.data_type) if packed else None
+        fast = STRUCT_FORMAT.get(point.data_type) if packed else None
         if fast and point.byte_order is point.word_order is Endian.BIG:
             number = struct.unpack_from(fast, packed, 2 * offset)[0]
             value = apply_scale(number, point.scale, point.offset)
