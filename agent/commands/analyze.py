@@ -33,7 +33,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "velocity RMS and ISO 20816-3 zone, shaft orders, bearing defect "
         "frequencies, envelope spectrum and a bearing diagnosis.",
     )
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="recording: .mat (CWRU layout), .csv, .npy or .wav",
+    )
     parser.add_argument(
         "--fs", type=float, help="sample rate in Hz (required for .mat and .npy)"
     )
@@ -41,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--rpm", type=float, help="shaft speed in rev/min (default: from the file)"
     )
     bearing = parser.add_mutually_exclusive_group()
-    bearing.add_argument("--bearing", metavar="MODEL", help="catalogue bearing")
+    bearing.add_argument(
+        "--bearing", metavar="MODEL", help="catalogue bearing: 6203 or 6205"
+    )
     bearing.add_argument(
         "--bearing-geometry",
         metavar="SPEC",
@@ -54,7 +62,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--channel",
         help=".mat: DE, FE, BA or a variable name (DE); .wav: channel number",
     )
-    parser.add_argument("--band", metavar="LOW,HIGH", help="fixed envelope band in Hz")
+    parser.add_argument(
+        "--band",
+        metavar="LOW,HIGH",
+        help="fixed envelope band in Hz (default: the kurtogram picks it)",
+    )
     parser.add_argument(
         "--group", type=int, choices=(1, 2), default=2, help="ISO group (2)"
     )

@@ -43,7 +43,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="3 = holding registers (default), 4 = input registers",
     )
     modbus.add_argument(
-        "--timeout", type=parse_duration_s, default=2.0, help="per request (2s)"
+        "--timeout",
+        type=parse_duration_s,
+        default=2.0,
+        help="time limit per request, such as 2s or 500ms; a bare number is"
+        " seconds (2s)",
     )
     modbus.add_argument("--json", action="store_true", help="print one JSON object")
     modbus.set_defaults(handler=run_probe_modbus)

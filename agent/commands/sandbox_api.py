@@ -24,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             " (mode 0600); its path is printed, never the token."
         ),
     )
-    parser.add_argument("--host", default="127.0.0.1", help="listen address")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="listen address (127.0.0.1)"
+    )
     parser.add_argument(
         "--port", type=int, default=8700, help="TCP port, 0 for any free one (8700)"
     )

@@ -16,12 +16,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     modbus = kinds.add_parser(
         "modbus", help="Modbus TCP: units 1-3 vibration, unit 10 oil"
     )
-    modbus.add_argument("--host", default="127.0.0.1", help="listen address")
-    modbus.add_argument("--port", type=int, default=5020, help="TCP port (5020)")
+    modbus.add_argument(
+        "--host", default="127.0.0.1", help="listen address (127.0.0.1)"
+    )
+    modbus.add_argument(
+        "--port", type=int, default=5020, help="TCP port, 0 for any free one (5020)"
+    )
     modbus.set_defaults(handler=run_modbus)
     opcua = kinds.add_parser("opcua", help="OPC UA server with the same sensors")
-    opcua.add_argument("--host", default="127.0.0.1", help="listen address")
-    opcua.add_argument("--port", type=int, default=4840, help="TCP port (4840)")
+    opcua.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1)")
+    opcua.add_argument(
+        "--port", type=int, default=4840, help="TCP port, 0 for any free one (4840)"
+    )
     opcua.set_defaults(handler=run_opcua)
     parser.set_defaults(handler=lambda _args: _usage(parser))
 

@@ -11,6 +11,7 @@ import scipy.io
 import scipy.io.wavfile
 
 from agent.cli import main
+from dsp.bearings import known_bearings
 
 CWRU = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cwru"
 INNER_RACE = CWRU / "12k_Drive_End_IR007_0_105.mat"
@@ -222,6 +223,15 @@ class TestAnalyzeOptions:
     ) -> None:
         assert main(["analyze", "x.npy", "--bearing", "9999"]) == 2
         assert "6205" in capsys.readouterr().err
+
+    def test_help_lists_every_catalogue_bearing(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with pytest.raises(SystemExit):
+            main(["analyze", "--help"])
+        help_text = " ".join(capsys.readouterr().out.split())
+        for model in known_bearings():
+            assert model in help_text
 
     def test_bearing_geometry_is_parsed(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
