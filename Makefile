@@ -27,7 +27,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m "not faults"
 
 # The fault-injection suite runs the real agent process against simulators,
-# the sandbox API and Mosquitto, injecting faults (about 7 minutes).
+# the sandbox API and Mosquitto, injecting faults (5 to 6 minutes).
 faults: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m faults tests/faults
 

@@ -634,7 +634,9 @@ class MqttSettings(StrictModel):
     password: SecretStr | None = Field(default=None, repr=False, exclude=True)
     tls: MqttTlsSettings = MqttTlsSettings()
     queue_size: int = Field(default=10_000, ge=1)
-    reconnect_max: DurationS = 60.0
+    # Live values come back at most this long after the broker does; a
+    # retry every 10 s costs a local broker nothing.
+    reconnect_max: DurationS = 10.0
     commands_enabled: bool = False
 
 
