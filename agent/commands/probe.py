@@ -84,12 +84,15 @@ def decode_everything(registers: list[int]) -> dict[str, dict[str, Any]]:
 def run_probe_modbus(args: argparse.Namespace) -> int:
     """Read the block, print it decoded; return 0, or 1 on failure."""
     if not 1 <= args.count <= 125:
-        print(f"error: --count must be 1..125, found {args.count}", file=sys.stderr)
+        print(
+            f"cmagent probe: --count must be 1..125, found {args.count}",
+            file=sys.stderr,
+        )
         return 2
     try:
         registers = asyncio.run(_read(args))
     except DriverError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"cmagent probe: {exc}", file=sys.stderr)
         return 1
 
     decoded = decode_everything(registers)

@@ -121,7 +121,9 @@ class TestProbeModbus:
              "--address", "0", "--timeout", "1s"]
         )  # fmt: skip
         assert status == 1
-        assert f"cannot connect to 127.0.0.1:{port}" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert err.startswith("cmagent probe: ")
+        assert f"cannot connect to 127.0.0.1:{port}" in err
 
     def test_timeout_is_reported(
         self,

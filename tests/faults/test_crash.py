@@ -2,7 +2,7 @@
 
 Kills land at fixed offsets rather than at instrumented points: two while
 the API holds each measurement post for 0.5 s (so a batch is in flight),
-two at offsets within the 1 s cycle of outbox writes. A kill cannot be
+two at offsets within the 0.5 s cycle of outbox writes. A kill cannot be
 aimed at the inside of one SQLite transaction from outside the process,
 so "during an outbox write" means "at some instant of the write cycle".
 """
