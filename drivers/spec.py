@@ -90,12 +90,17 @@ class ModbusPointSpec:
 class ModbusWaveformSpec:
     """A waveform capture block served over Modbus registers.
 
-    Capture sequence: write 1 to ``trigger_address`` (holding) if set; poll
-    ``ready_address`` until non-zero; read ``sequence_address``,
-    ``sample_rate_address`` (``sample_rate_type``, Hz) and
-    ``sample_count_address`` (uint16 or uint32 by ``sample_count_type``);
-    read the samples from ``block_address`` in chunks of at most
-    ``chunk_registers``; read the sequence again and retry when it changed.
+    A capture runs in five steps:
+
+    1. write 1 to ``trigger_address`` (holding), if set;
+    2. poll ``ready_address`` until it is non-zero;
+    3. read ``sequence_address``, ``sample_rate_address``
+       (``sample_rate_type``, Hz) and ``sample_count_address`` (uint16 or
+       uint32 by ``sample_count_type``);
+    4. read the samples from ``block_address`` in chunks of at most
+       ``chunk_registers``;
+    5. read the sequence again, and retry the capture when it changed.
+
     Samples are ``raw * scale`` in ``unit``. ``rpm_address`` (``rpm_type``)
     gives the shaft speed at capture time when the sensor measures it.
 
