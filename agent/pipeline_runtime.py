@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -124,9 +125,12 @@ class AgentRuntime:
 
         Raises:
             OutboxError: the outbox database cannot be opened.
-            ConfigError: a secret or TLS file is unusable.
+            ConfigError: a secret (uplink token, MQTT or OPC UA password)
+                or a TLS file is unusable.
         """
         self._event_loop = asyncio.get_running_loop()
+        # Before anything opens, so an unusable password leaves nothing behind.
+        self.config = self._with_device_passwords(self.config)
         settings = self.settings
         state_dir = state_dir_of(settings)
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -192,9 +196,16 @@ class AgentRuntime:
         """Switch to a new configuration; return the restarted device ids.
 
         Devices whose settings did not change keep their connections. The
-        uplink re-reads its token.
+        uplink re-reads its token. When an OPC UA password source is
+        unusable, the whole new configuration is rejected and the old one
+        stays in use.
         """
         assert self.pipeline is not None
+        try:
+            config = self._with_device_passwords(config)
+        except ConfigError as exc:
+            logger.error("agent.reload_rejected", extra={"problem": str(exc)})
+            return []
         self.config = config
         restarted = await self.pipeline.reload(config.settings, config.specs)
         if self.uplink is not None and self.uplink.reload_token():
@@ -245,6 +256,17 @@ class AgentRuntime:
         )
         publisher.start()
         return publisher
+
+    def _with_device_passwords(self, config: LoadedConfig) -> LoadedConfig:
+        from agent.opcua_passwords import with_opcua_passwords
+
+        specs = with_opcua_passwords(
+            config.specs,
+            config.settings,
+            config_dir=config.path.parent if config.path else None,
+            environ=self._environ,
+        )
+        return dataclasses.replace(config, specs=specs)
 
     def _start_uplink(self) -> None:
         settings = self.settings

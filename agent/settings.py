@@ -402,7 +402,11 @@ class ModbusRtuDeviceSettings(DeviceCommon):
 
 class OpcUaDeviceSettings(DeviceCommon):
     """An OPC UA server. ``browse_root`` is prepended to every browse path
-    of the profile, so one profile serves many sensors of one server."""
+    of the profile, so one profile serves many sensors of one server.
+
+    The password for ``username`` comes from the credential
+    ``opcua-<device id>-password``, ``CMAGENT_OPCUA_PASSWORD__<DEVICE ID>``
+    or ``password_file`` (mode 0600, not a symlink), never from TOML."""
 
     driver: Literal["opcua"]
     endpoint: str = Field(pattern=r"^opc\.tcp://")
@@ -413,6 +417,7 @@ class OpcUaDeviceSettings(DeviceCommon):
     server_certificate: Path | None = None
     application_uri: str = "urn:cmagent:client"
     username: str | None = None
+    password_file: Path | None = None
     browse_root: list[str] = []
     connect_timeout: DurationS = 5.0
     request_timeout: DurationS = 4.0

@@ -20,6 +20,7 @@ from typing import Final
 
 import numpy as np
 from asyncua import Client, ua
+from asyncua.ua.uaerrors import UaStatusCodeError
 
 from drivers.base import Quality, QualityReason, Reading, Waveform
 from drivers.errors import (
@@ -48,6 +49,58 @@ logger = logging.getLogger(__name__)
 SILENT_INTERVALS: Final = 3.0
 """Publishing intervals without a publish response before a subscription is
 considered silent and recreated."""
+
+
+# Status codes of an ActivateSession that rejected the user identity.
+_LOGIN_REJECTED_CODES: Final = frozenset(
+    {
+        ua.StatusCodes.BadUserAccessDenied,
+        ua.StatusCodes.BadIdentityTokenInvalid,
+        ua.StatusCodes.BadIdentityTokenRejected,
+    }
+)
+
+
+class OpcUaLoginError(DriverConnectError):
+    """The server rejected the user name, the password or anonymous login.
+
+    ``status`` is the OPC UA status name, such as ``BadUserAccessDenied``.
+    Neither the message nor the fields contain the password.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        device: str,
+        endpoint: str,
+        username: str | None,
+        status: str,
+    ) -> None:
+        super().__init__(message, device=device)
+        self.endpoint = endpoint
+        self.username = username
+        self.status = status
+
+
+# asyncua 2.1 logs every request it sends at DEBUG, and the
+# ActivateSessionRequest carries the password in plain text under
+# SecurityPolicy None. A filter on a logger sees only records logged there,
+# so it goes on that exact logger.
+_REQUEST_LOGGER: Final = "asyncua.client.ua_client.UASocketProtocol"
+
+
+class _IdentityTokenFilter(logging.Filter):
+    """Drops library debug records that show a user name identity token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "UserNameIdentityToken" not in record.getMessage()
+
+
+def _hide_identity_tokens() -> None:
+    library_logger = logging.getLogger(_REQUEST_LOGGER)
+    if not any(isinstance(f, _IdentityTokenFilter) for f in library_logger.filters):
+        library_logger.addFilter(_IdentityTokenFilter())
 
 
 class DriverState(enum.Enum):
@@ -203,15 +256,42 @@ class OpcUaDriver:
             client.max_messagesize = spec.max_message_size
         if spec.username is not None:
             client.set_user(spec.username)
+            if spec.password is not None:
+                client.set_password(spec.password)
+                _hide_identity_tokens()
         disable_library_watchdog(client)
         self._client = client
 
         await apply_security(client, spec)
-        await client.connect()
+        try:
+            await client.connect()
+        except UaStatusCodeError as exc:
+            if exc.code & 0xFFFF0000 not in _LOGIN_REJECTED_CODES:
+                raise
+            raise self._login_error(exc) from exc
         self._namespaces = list(await client.get_namespace_array())
         await self._resolve(client)
         if spec.use_subscriptions:
             await self._subscribe(client)
+
+    def _login_error(self, exc: UaStatusCodeError) -> OpcUaLoginError:
+        spec = self.spec
+        status = ua.StatusCode(exc.code & 0xFFFF0000).name
+        if spec.username is None:
+            identity = "anonymous login"
+        else:
+            identity = f"login as user {spec.username!r}"
+        how = "with a password" if spec.password is not None else "without a password"
+        return OpcUaLoginError(
+            f"device {self.device_id!r}: {identity} {how} rejected by "
+            f"{spec.endpoint} ({status}); check the user name and the password "
+            "in credential opcua-<device id>-password, "
+            "CMAGENT_OPCUA_PASSWORD__<DEVICE ID> or password_file",
+            device=self.device_id,
+            endpoint=spec.endpoint,
+            username=spec.username,
+            status=status,
+        )
 
     async def _resolve(self, client: Client) -> None:
         refs = [point.node for point in self.spec.points]

@@ -9,7 +9,7 @@ Modicon numbers such as 40001 are converted before they get here.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class RegisterTable(enum.Enum):
@@ -249,7 +249,9 @@ class OpcUaSpec:
     With a security policy other than None, ``certificate_path`` and
     ``private_key_path`` are the client's, and ``application_uri`` must be
     in the certificate's subject alternative names.
-    ``max_message_size`` of 0 keeps the library default.
+    ``max_message_size`` of 0 keeps the library default. ``password`` goes
+    with ``username``; the agent loads it from a credential, never from
+    configuration, and ``repr`` leaves it out.
     """
 
     device_id: str
@@ -261,6 +263,7 @@ class OpcUaSpec:
     server_certificate_path: str | None = None
     application_uri: str = "urn:cmagent:client"
     username: str | None = None
+    password: str | None = field(default=None, repr=False)
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 4.0
     use_subscriptions: bool = True
