@@ -29,6 +29,7 @@ from agent.config_errors import (
     resolve_path,
     suggest,
 )
+from agent.opcua_passwords import OPCUA_PASSWORD_ENV_PREFIX, password_checks
 from agent.profiles import (
     PROTOCOL_OF_DRIVER,
     LoadedProfile,
@@ -135,6 +136,9 @@ def environment_warnings(environ: Mapping[str, str]) -> list[str]:
         rest = name[len(ENV_PREFIX) :]
         if _setting_path(rest):
             continue
+        if name.startswith(OPCUA_PASSWORD_ENV_PREFIX):
+            # Checked against the devices by opcua_passwords.password_checks.
+            continue
         message = f"environment variable {name} matches no setting"
         suggestion = _respell(rest)
         if suggestion:
@@ -238,6 +242,11 @@ def inspect_config(
         )
 
     problems += _cross_check(settings, profiles, locate)
+    password_problems, password_warnings = password_checks(
+        settings, config_dir=path.parent if path else None, environ=environ
+    )
+    problems += [locate.problem(key, text) for key, text in password_problems]
+    warnings = warnings + password_warnings
     problems = _in_file_order(problems, locate.source)
     object.__setattr__(settings, "_config_path", path)
     settings._warnings.extend(warnings)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -29,6 +30,8 @@ from agent.logging_setup import register_secret
 from agent.settings import AgentSettingsModel, OpcUaDeviceSettings
 from agent.uplink.token import LoadedSecret, load_secret
 from drivers.spec import DeviceSpec, OpcUaSpec
+
+KeyPath = tuple[str, ...]
 
 OPCUA_PASSWORD_ENV_PREFIX: Final = "CMAGENT_OPCUA_PASSWORD__"
 
@@ -110,3 +113,85 @@ def with_opcua_passwords(
         register_secret(password)
         result[device_id] = dataclasses.replace(spec, password=password)
     return result
+
+
+# --- checks for check-config ----------------------------------------------------
+
+
+def password_file_problem(path: Path) -> str | None:
+    """Return why ``path`` cannot be a password file, or None if it can.
+
+    The owner is not checked, because check-config often runs as another
+    user than the agent; the agent checks it when it loads the file.
+    """
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return f"password file {path} not found; create it with mode 0600"
+    except OSError as exc:
+        return f"cannot inspect password file {path}: {exc.strerror}"
+    if stat.S_ISLNK(info.st_mode):
+        return (
+            f"password file {path} is a symbolic link, expected a regular "
+            "file; point password_file at the file itself"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        return f"password file {path} is not a regular file"
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        return (
+            f"password file {path} has mode {mode:04o}, expected 0600 or "
+            f"stricter; run `chmod 600 {path}`"
+        )
+    return None
+
+
+def password_checks(
+    settings: AgentSettingsModel,
+    *,
+    config_dir: Path | None,
+    environ: Mapping[str, str],
+) -> tuple[list[tuple[KeyPath, str]], list[str]]:
+    """Check the password sources of every OPC UA device.
+
+    Returns:
+        Problems as (key path, message) pairs: a ``password_file`` that is
+        missing, a symbolic link or readable by group or others. Warnings:
+        a ``username`` with no password source, and a
+        ``CMAGENT_OPCUA_PASSWORD__`` variable that matches no such device.
+    """
+    problems: list[tuple[KeyPath, str]] = []
+    warnings: list[str] = []
+    claimed: set[str] = set()
+    credentials = environ.get("CREDENTIALS_DIRECTORY")
+    for device_id, device in settings.devices.items():
+        if not isinstance(device, OpcUaDeviceSettings):
+            continue
+        env_var = password_env_var(device_id)
+        claimed.add(env_var)
+        password_file = resolve_password_file(device, config_dir)
+        if password_file is not None:
+            problem = password_file_problem(password_file)
+            if problem is not None:
+                problems.append((("devices", device_id, "password_file"), problem))
+        if device.username is None:
+            continue
+
+        credential = password_credential(device_id)
+        has_credential = bool(credentials) and (Path(credentials) / credential).exists()
+        if not (has_credential or env_var in environ or password_file):
+            warnings.append(
+                f"device {device_id!r} has username {device.username!r} but "
+                f"no password: provide the systemd credential {credential}, "
+                f"set {env_var} or set password_file, unless the server "
+                "accepts the user name alone"
+            )
+
+    for name in sorted(environ):
+        if name.startswith(OPCUA_PASSWORD_ENV_PREFIX) and name not in claimed:
+            warnings.append(
+                f"environment variable {name} matches no OPC UA device; "
+                f"expected {OPCUA_PASSWORD_ENV_PREFIX} followed by a device id "
+                "in capitals with '_' for other characters"
+            )
+    return problems, warnings
