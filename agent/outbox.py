@@ -53,7 +53,6 @@ a previous process that ended, so they are released at once.
 from __future__ import annotations
 
 import enum
-import errno
 import json
 import logging
 import os
@@ -61,26 +60,30 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from agent.errors import OutboxError
+from agent.outbox_store import (
+    RESERVE_MIN_BYTES,
+    RESERVE_SUFFIX,
+    bump,
+    chunks,
+    delete_items,
+    evict,
+    free_bytes,
+    is_disk_full,
+    open_checked,
+    reserve_size,
+    write_zeros,
+)
 
 logger = logging.getLogger(__name__)
 
 ROW_OVERHEAD_BYTES: Final = 64
 """Bytes charged per item on top of its JSON payload, for the byte cap."""
-
-SCHEMA_VERSION: Final = 1
-
-RESERVE_SUFFIX: Final = ".reserve"
-RESERVE_MAX_BYTES: Final = 4 * 1024 * 1024
-RESERVE_MIN_BYTES: Final = 64 * 1024
-"""A reserve smaller than this is not created: the cap or the filesystem is
-too small for one to help."""
 
 RECOVERY_INTERVAL_S: Final = 30.0
 """Minimum seconds between checks whether the disk has room again."""
@@ -100,48 +103,6 @@ capped size."""
 _MAX_ROOM_ATTEMPTS: Final = 6
 
 _T = TypeVar("_T")
-
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS items (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    payload TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    created REAL NOT NULL,
-    available_at REAL NOT NULL DEFAULT 0,
-    batch_id INTEGER REFERENCES batches(id)
-);
-CREATE INDEX IF NOT EXISTS items_queue
-    ON items (kind, priority DESC, id) WHERE batch_id IS NULL;
-CREATE INDEX IF NOT EXISTS items_eviction
-    ON items (priority, id) WHERE batch_id IS NULL;
-CREATE INDEX IF NOT EXISTS items_batch ON items (batch_id);
-CREATE TABLE IF NOT EXISTS batches (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL UNIQUE,
-    created REAL NOT NULL,
-    available_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    body BLOB
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    payload TEXT NOT NULL,
-    created REAL NOT NULL,
-    failed_at REAL NOT NULL,
-    reason TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO counters (name, value)
-    VALUES ('delivered', 0), ('evicted', 0), ('dead_lettered', 0);
-"""
 
 
 class Priority(enum.IntEnum):
@@ -225,7 +186,7 @@ class Outbox:
         self.reserve_path = self.path.with_name(self.path.name + RESERVE_SUFFIX)
         self._clock = clock
         self._lock = threading.Lock()
-        self._conn = _open_checked(self.path)
+        self._conn = open_checked(self.path)
         self._page_size: int = self._pragma("page_size")
         self._page_cap = PAGE_CAP_FACTOR * max_bytes // self._page_size
         self._page_cap += PAGE_CAP_SLACK_PAGES
@@ -233,7 +194,7 @@ class Outbox:
         self._set_page_limit(self._page_cap)
         self._disk_full = False
         self._next_recovery = 0.0
-        self.reserve_bytes = _reserve_size(self.path.parent, max_bytes)
+        self.reserve_bytes = reserve_size(self.path.parent, max_bytes)
         if self.reserve_bytes:
             pages = max(16, self.reserve_bytes // 4 // self._page_size)
             self._conn.execute(f"PRAGMA wal_autocheckpoint={min(pages, 1000)}")
@@ -286,11 +247,11 @@ class Outbox:
                 " VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
-            return _evict(conn, self._bytes + added - self.max_bytes)
+            return evict(conn, self._bytes + added - self.max_bytes)
 
         def make_room(conn: sqlite3.Connection, attempt: int) -> tuple[int, int]:
             target = max(added, self._page_size) * FULL_DISK_EVICTION_FACTOR
-            return _evict(conn, target << (attempt - 1))
+            return evict(conn, target << (attempt - 1))
 
         evicted, freed = self._write(
             f"storing {len(rows)} items", store, make_room=make_room
@@ -420,8 +381,8 @@ class Outbox:
         """
 
         def acknowledge(conn: sqlite3.Connection) -> list[int]:
-            freed = _delete(conn, ids)
-            _bump(conn, "delivered", len(freed))
+            freed = delete_items(conn, ids)
+            bump(conn, "delivered", len(freed))
             return freed
 
         freed = self._write(f"acknowledging {len(ids)} items", acknowledge)
@@ -436,7 +397,7 @@ class Outbox:
         due = self._clock() + delay_s
 
         def postpone(conn: sqlite3.Connection) -> None:
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 marks = ",".join("?" * len(chunk))
                 conn.execute(
                     "UPDATE batches SET available_at = ?, attempts = attempts + 1"
@@ -468,8 +429,8 @@ class Outbox:
                 " FROM items WHERE id = ?",
                 [(now, reason, item_id) for item_id, reason in rejected],
             )
-            freed = _delete(conn, [item_id for item_id, _ in rejected])
-            _bump(conn, "dead_lettered", len(freed))
+            freed = delete_items(conn, [item_id for item_id, _ in rejected])
+            bump(conn, "dead_lettered", len(freed))
             return freed
 
         freed = self._write(f"dead-lettering {len(rejected)} items", move)
@@ -546,7 +507,7 @@ class Outbox:
                     self._set_page_limit(self._page_cap)
                     result = self._attempt(work)
             except sqlite3.Error as exc:
-                if not _is_disk_full(exc):
+                if not is_disk_full(exc):
                     raise self._failure(action, exc) from exc
                 self._enter_disk_full(exc)
                 if make_room is not None:
@@ -577,7 +538,7 @@ class Outbox:
         try:
             return self._attempt(work)
         except sqlite3.Error as exc:
-            if not _is_disk_full(exc) or not self._release_reserve():
+            if not is_disk_full(exc) or not self._release_reserve():
                 raise self._failure(action, exc) from exc
         self._checkpoint()
         try:
@@ -612,7 +573,7 @@ class Outbox:
             try:
                 return self._attempt(evict_then_work)
             except sqlite3.Error as exc:
-                if not _is_disk_full(exc):
+                if not is_disk_full(exc):
                     raise self._failure(action, exc) from exc
                 cause = exc
             if evicted >= idle:
@@ -662,12 +623,12 @@ class Outbox:
         when the filesystem then has room for twice the reserve."""
         needed = 2 * max(self.reserve_bytes, RESERVE_MIN_BYTES)
         free_pages = self._pragma("freelist_count") * self._page_size
-        if _free_bytes(self.path.parent) + free_pages < needed:
+        if free_bytes(self.path.parent) + free_pages < needed:
             return
         if free_pages:
             self._conn.execute("PRAGMA incremental_vacuum").fetchall()
         self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        if _free_bytes(self.path.parent) < needed:
+        if free_bytes(self.path.parent) < needed:
             return
         if self.reserve_bytes and not self._create_reserve(at_open=False):
             return
@@ -677,7 +638,7 @@ class Outbox:
             logger.warning(
                 "outbox.disk_space_back path=%s free_bytes=%d reserve_bytes=%d",
                 self.path,
-                _free_bytes(self.path.parent),
+                free_bytes(self.path.parent),
                 self.reserve_bytes,
             )
 
@@ -706,7 +667,7 @@ class Outbox:
         try:
             if path.exists() and path.stat().st_size == self.reserve_bytes:
                 return True
-            _write_zeros(path, self.reserve_bytes)
+            write_zeros(path, self.reserve_bytes)
         except OSError as exc:
             path.unlink(missing_ok=True)
             if at_open:
@@ -769,189 +730,3 @@ class Outbox:
             self.reserve_bytes,
         )
         return True
-
-
-def _evict(conn: sqlite3.Connection, excess: int) -> tuple[int, int]:
-    """Delete the lowest-priority, oldest idle items until ``excess``
-    bytes are freed; items in a batch are in flight and stay.
-
-    Returns:
-        The number of items deleted and the bytes they were charged.
-    """
-    if excess <= 0:
-        return 0, 0
-    freed = 0
-    doomed: list[int] = []
-    after = (-1, 0)
-    while freed < excess:
-        rows = conn.execute(
-            "SELECT id, size, priority FROM items WHERE batch_id IS NULL"
-            " AND (priority, id) > (?, ?) ORDER BY priority, id LIMIT 1000",
-            (after[0], after[1]),
-        ).fetchall()
-        if not rows:
-            break
-        for item_id, size, priority in rows:
-            if freed >= excess:
-                break
-            doomed.append(item_id)
-            freed += size
-            after = (priority, item_id)
-    conn.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in doomed])
-    _bump(conn, "evicted", len(doomed))
-    return len(doomed), freed
-
-
-def _delete(conn: sqlite3.Connection, ids: Sequence[int]) -> list[int]:
-    """Delete items, dissolve the batches they leave partly filled and
-    drop the emptied ones; return the sizes of the deleted items."""
-    sizes: list[int] = []
-    batch_ids: set[int] = set()
-    for chunk in _chunks(ids):
-        marks = ",".join("?" * len(chunk))
-        rows = conn.execute(
-            f"SELECT size, batch_id FROM items WHERE id IN ({marks})", chunk
-        ).fetchall()
-        sizes.extend(size for size, _ in rows)
-        batch_ids.update(batch for _, batch in rows if batch is not None)
-        conn.execute(f"DELETE FROM items WHERE id IN ({marks})", chunk)
-    for batch_id in batch_ids:
-        conn.execute("UPDATE items SET batch_id = NULL WHERE batch_id = ?", (batch_id,))
-        conn.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
-    return sizes
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    """Whether an error is SQLITE_FULL ("database or disk is full") or ENOSPC."""
-    if isinstance(exc, sqlite3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)
-        if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
-            return True
-        return "database or disk is full" in str(exc)
-    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
-
-
-def _free_bytes(directory: Path) -> int:
-    """Bytes an unprivileged process may still write on the filesystem."""
-    found = os.statvfs(directory)
-    return found.f_bavail * found.f_frsize
-
-
-def _reserve_size(directory: Path, max_bytes: int) -> int:
-    """The reserve: ``min(4 MiB, max_bytes / 16, filesystem size / 8)`` in
-    whole 4 KiB blocks, or 0 when that is below ``RESERVE_MIN_BYTES``."""
-    try:
-        found = os.statvfs(directory)
-    except OSError:
-        return 0
-    total = found.f_blocks * found.f_frsize
-    size = min(RESERVE_MAX_BYTES, max_bytes // 16, total // 8) // 4096 * 4096
-    return size if size >= RESERVE_MIN_BYTES else 0
-
-
-def _write_zeros(path: Path, size: int) -> None:
-    """Write ``size`` zero bytes and fsync them, so the blocks are
-    allocated (a sparse file would free nothing when deleted)."""
-    block = bytes(64 * 1024)
-    with open(path, "wb") as out:
-        left = size
-        while left > 0:
-            left -= out.write(block[: min(left, len(block))])
-        out.flush()
-        os.fsync(out.fileno())
-
-
-def _bump(conn: sqlite3.Connection, name: str, by: int) -> None:
-    if by:
-        conn.execute("UPDATE counters SET value = value + ? WHERE name = ?", (by, name))
-
-
-def _chunks(ids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
-    for start in range(0, len(ids), size):
-        yield list(ids[start : start + size])
-
-
-# --- opening ------------------------------------------------------------
-
-
-class _CorruptDatabaseError(Exception):
-    """The file is not an SQLite database, or fails the integrity check."""
-
-
-_CORRUPT_CODES: Final = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
-
-
-def _open_checked(path: Path) -> sqlite3.Connection:
-    """Open the database, moving a corrupt file aside for a fresh one.
-
-    Only damage moves the file: a missing directory or a permission
-    problem is an ``OutboxError``, because a fresh file cannot fix it.
-    """
-    try:
-        return _open(path)
-    except _CorruptDatabaseError as exc:
-        aside = _move_aside(path)
-        logger.error(
-            "outbox.corrupt path=%s moved_to=%s cause=%s; starting with an"
-            " empty outbox",
-            path,
-            aside,
-            exc,
-        )
-    except sqlite3.Error as exc:
-        raise OutboxError(f"cannot open outbox database {path}: {exc}") from exc
-    try:
-        return _open(path)
-    except (sqlite3.Error, _CorruptDatabaseError) as exc:
-        raise OutboxError(f"cannot create outbox database {path}: {exc}") from exc
-
-
-def _open(path: Path) -> sqlite3.Connection:
-    """Open, configure and check the database; create the schema.
-
-    Raises:
-        _CorruptDatabaseError: the file is not a database or is damaged.
-        sqlite3.Error: any other failure to open or configure it.
-    """
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        _check_integrity(conn)
-        # Takes effect only in a new file, before its first table: it lets
-        # the outbox return free pages to the filesystem after a full disk.
-        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA temp_store=MEMORY")
-        conn.execute("PRAGMA foreign_keys=OFF")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            raise _CorruptDatabaseError(
-                f"schema version {version}, expected 0 or {SCHEMA_VERSION}"
-            )
-        conn.executescript(_SCHEMA)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _check_integrity(conn: sqlite3.Connection) -> None:
-    try:
-        found = conn.execute("PRAGMA quick_check").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
-        if (exc.sqlite_errorcode & 0xFF) in _CORRUPT_CODES:
-            raise _CorruptDatabaseError(str(exc)) from exc
-        raise
-    if found != "ok":
-        raise _CorruptDatabaseError(f"quick_check returned {found!r}")
-
-
-def _move_aside(path: Path) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
-        source = path.with_name(path.name + suffix)
-        if source.exists():
-            source.rename(aside.with_name(aside.name + suffix))
-    return aside
