@@ -35,6 +35,10 @@ QUIET_LIBRARY_LOGGERS: Final = ("pymodbus", "asyncua")
 """Libraries that log every failed connect or request as a warning; the
 drivers report the same failures once, with device ids, so these log only
 errors unless the configured level is DEBUG."""
+NEVER_DEBUG_LOGGERS: Final = ("asyncua.client.ua_client",)
+"""Loggers kept at INFO even at DEBUG: asyncua 2.1 logs whole requests
+there, and with security policy None an ActivateSession request holds the
+OPC UA password in clear text."""
 
 SYSLOG_PRIORITY: Final = {
     logging.CRITICAL: 2,
@@ -276,4 +280,6 @@ def setup_logging(
     library_level = logging.DEBUG if level <= logging.DEBUG else logging.ERROR
     for name in QUIET_LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(library_level)
+    for name in NEVER_DEBUG_LOGGERS:
+        logging.getLogger(name).setLevel(max(library_level, logging.INFO))
     return handler

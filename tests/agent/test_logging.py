@@ -96,6 +96,16 @@ class TestTextFormat:
         logging.getLogger("pymodbus.logging").warning("Failed to connect")
         assert lines(output)[-1].endswith("Failed to connect")
 
+    def test_opcua_request_log_never_at_debug(self, output: io.StringIO) -> None:
+        # asyncua logs whole requests, passwords included, at DEBUG there.
+        setup_logging(LoggingSettings(level="DEBUG", format="text"), stream=output)
+        logger = logging.getLogger("asyncua.client.ua_client.UASocketProtocol")
+        logger.debug("ActivateSessionRequest(UserNameIdentityToken(...))")
+        logger.info("connection opened")
+        assert [line.split(" ", 2)[2] for line in lines(output)] == [
+            "connection opened"
+        ]
+
 
 class TestJsonFormat:
     def test_one_object_per_line(self, output: io.StringIO) -> None:
