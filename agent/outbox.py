@@ -35,6 +35,12 @@ measures keep delivery going without help from outside:
   (``max_page_count`` is held at the current page count). Those evictions
   are counted like the byte cap's. When evicting every idle item does not
   make room, ``put_many`` raises ``OutboxError`` and stores nothing.
+- Acknowledging a full batch deletes hundreds of rows and their index
+  entries in one transaction, which can need more WAL than the reserve
+  left. When it does, the batch is acknowledged ``ACK_STEP_ITEMS`` items
+  per transaction, checkpointing in between; its key and body stay until
+  the last step, so a step that fails leaves a batch that a later lease
+  replays unchanged.
 
 The outbox leaves the full-disk state after a successful write, at most
 every ``RECOVERY_INTERVAL_S``, once the free pages of the database plus the
@@ -72,6 +78,7 @@ from agent.outbox_store import (
     bump,
     chunks,
     delete_items,
+    delete_rows,
     evict,
     free_bytes,
     is_disk_full,
@@ -99,6 +106,10 @@ FULL_DISK_EVICTION_FACTOR: Final = 2
 """On a full disk, ``put_many`` first evicts this many times the bytes it
 adds, because a row takes more space in its pages and indexes than its
 capped size."""
+
+ACK_STEP_ITEMS: Final = 25
+"""On a full disk, a batch is acknowledged this many items per
+transaction when acknowledging it whole does not fit."""
 
 _MAX_ROOM_ATTEMPTS: Final = 6
 
@@ -378,6 +389,8 @@ class Outbox:
         When part of a batch remains afterwards, the batch is dissolved and
         its remaining items go back to the queue to form a new batch with
         a new key, because the old key's request body no longer matches.
+        On a full disk, a batch too large to delete in one transaction is
+        deleted in steps (see the module docstring).
         """
 
         def acknowledge(conn: sqlite3.Connection) -> list[int]:
@@ -385,8 +398,45 @@ class Outbox:
             bump(conn, "delivered", len(freed))
             return freed
 
-        freed = self._write(f"acknowledging {len(ids)} items", acknowledge)
+        try:
+            freed = self._write(f"acknowledging {len(ids)} items", acknowledge)
+        except OutboxError as exc:
+            if len(ids) <= ACK_STEP_ITEMS or not is_disk_full(exc.__cause__):
+                raise
+            self._ack_in_steps(ids)
+            return
         self._bytes -= sum(freed)
+
+    def _ack_in_steps(self, ids: Sequence[int]) -> None:
+        """Acknowledge on a full disk, ``ACK_STEP_ITEMS`` per transaction.
+
+        Deleting a whole batch at once can need more WAL than the disk
+        has left, and a batch that is never acknowledged frees nothing.
+        The batch and its key stay until its last items go: should a step
+        fail, a later lease replays the same key and body, and the API
+        answers from what it stored.
+        """
+        batch_ids: set[int] = set()
+        steps = list(chunks(ids, ACK_STEP_ITEMS))
+        for number, step in enumerate(steps, start=1):
+            last = number == len(steps)
+
+            def acknowledge(
+                conn: sqlite3.Connection, step: list[int] = step, last: bool = last
+            ) -> list[int]:
+                if last:
+                    freed = delete_items(conn, step, batch_ids)
+                else:
+                    freed, touched = delete_rows(conn, step)
+                    batch_ids.update(touched)
+                bump(conn, "delivered", len(freed))
+                return freed
+
+            freed = self._write(
+                f"acknowledging {len(step)} of {len(ids)} items on a full disk",
+                acknowledge,
+            )
+            self._bytes -= sum(freed)
 
     def retry(self, ids: Sequence[int], delay_s: float) -> None:
         """Make items available again after ``delay_s`` seconds.

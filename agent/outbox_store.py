@@ -12,7 +12,7 @@ import errno
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -103,9 +103,27 @@ def evict(conn: sqlite3.Connection, excess: int) -> tuple[int, int]:
     return len(doomed), freed
 
 
-def delete_items(conn: sqlite3.Connection, ids: Sequence[int]) -> list[int]:
+def delete_items(
+    conn: sqlite3.Connection, ids: Sequence[int], batch_ids: Iterable[int] = ()
+) -> list[int]:
     """Delete items, dissolve the batches they leave partly filled and
-    drop the emptied ones; return the sizes of the deleted items."""
+    drop the emptied ones; return the sizes of the deleted items.
+
+    ``batch_ids`` names more batches to settle the same way: those of
+    items deleted earlier by ``delete_rows``.
+    """
+    sizes, touched = delete_rows(conn, ids)
+    for batch_id in touched | set(batch_ids):
+        conn.execute("UPDATE items SET batch_id = NULL WHERE batch_id = ?", (batch_id,))
+        conn.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
+    return sizes
+
+
+def delete_rows(
+    conn: sqlite3.Connection, ids: Sequence[int]
+) -> tuple[list[int], set[int]]:
+    """Delete items and leave their batches alone; return the sizes of the
+    deleted items and the ids of the batches they were in."""
     sizes: list[int] = []
     batch_ids: set[int] = set()
     for chunk in chunks(ids):
@@ -116,10 +134,7 @@ def delete_items(conn: sqlite3.Connection, ids: Sequence[int]) -> list[int]:
         sizes.extend(size for size, _ in rows)
         batch_ids.update(batch for _, batch in rows if batch is not None)
         conn.execute(f"DELETE FROM items WHERE id IN ({marks})", chunk)
-    for batch_id in batch_ids:
-        conn.execute("UPDATE items SET batch_id = NULL WHERE batch_id = ?", (batch_id,))
-        conn.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
-    return sizes
+    return sizes, batch_ids
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -24,6 +24,9 @@ from tests.agent.test_outbox import Clock
 FS_BYTES = 2 * 1024 * 1024
 MAX_BYTES = 50_000_000
 BATCH = 500
+SPARE_BYTES = 64 * 1024
+"""Free space left on a full disk: room for a few WAL pages, far fewer
+than deleting 500 rows with their index entries writes."""
 
 
 @pytest.fixture
@@ -189,3 +192,29 @@ class TestOutboxFullDisk:
         assert stats.evicted > 0
         # Readings 2000 to 2999 arrived on the full disk; the last 300 after.
         assert set(range(producer.next - 300, producer.next)) <= set(delivered)
+
+    def test_ack_of_full_batch_with_little_space_left(self, small_fs: Path) -> None:
+        """A full batch's acknowledgement needs more WAL than the disk has
+        left, and the reserve went to earlier deliveries: the batch must
+        still leave, or it blocks delivery and frees nothing."""
+        box = Outbox(small_fs / "outbox.db", max_bytes=MAX_BYTES)
+        box.put_many([reading(n) for n in range(BATCH)])
+        leased = box.lease("measurement", BATCH)
+        box.save_batch_body(leased[0].batch_key, b"[]")
+        box.close()
+        box = Outbox(small_fs / "outbox.db", max_bytes=MAX_BYTES)
+        try:
+            box.reserve_path.unlink()
+            filler = fill_disk(small_fs)
+            os.truncate(filler, filler.stat().st_size - SPARE_BYTES)
+            box.ack([item.id for item in leased])
+            stats = box.stats()
+            body = box.batch_body(leased[0].batch_key)
+        finally:
+            box.close()
+
+        assert len(leased) == BATCH
+        assert stats.depth == 0
+        assert stats.delivered == BATCH
+        assert stats.evicted == 0
+        assert body is None
