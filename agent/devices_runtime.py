@@ -210,7 +210,7 @@ class DeviceRunner:
 
     def _mark_silent(self) -> None:
         """Record a poll whose every reading timed out or failed to arrive."""
-        cause = "no answer to any request of the last poll"
+        cause = "no response to any request of the last poll"
         logger.warning(
             "device.not_answering", extra={"device": self.device_id, "cause": cause}
         )

@@ -6,7 +6,7 @@ Drivers translate pymodbus and asyncua exceptions at their boundary
     DriverError                 (registered as an agent.errors.AgentError)
     ├── DriverConfigError       invalid point, address or profile, before I/O
     ├── DriverConnectError      cannot open or keep the connection
-    ├── DriverTimeoutError      no answer within the request timeout
+    ├── DriverTimeoutError      no response within the request timeout
     ├── DriverProtocolError     exception code, transaction id mismatch, bad frame
     └── DriverDecodeError       registers cannot be decoded as configured
 

@@ -1,9 +1,9 @@
 """One Modbus connection (TCP, or a serial port shared by many units).
 
-A link owns a pymodbus async client and runs single requests with our own
-timeout and retry loop; pymodbus' internal retries are set to zero so the
-timing is ours, and its automatic reconnect is off because the agent's
-device task owns reconnecting. Vendor exceptions end here: callers see the
+A link owns a pymodbus async client and runs single requests with its own
+timeout and retry loop. pymodbus' internal retries are set to zero so the
+timing is the link's, and its automatic reconnect is off because the
+agent's device task owns reconnecting. Vendor exceptions end here: callers see the
 :mod:`drivers.errors` tree only.
 
 Transaction ids (Modbus TCP): pymodbus 3.16 silently skips an answer whose
@@ -277,7 +277,7 @@ async def execute(
                         f"{where}: connection to {link.endpoint} lost", device=device
                     ) from exc
                 last = DriverTimeoutError(
-                    f"{where}: no answer within {timeout_s} s", device=device
+                    f"{where}: no response within {timeout_s} s", device=device
                 )
                 logger.debug(
                     "modbus.request_retry",

@@ -137,4 +137,4 @@ class TestProbeModbus:
              "--unit", "5", "--address", "0", "--timeout", "0.3s"]
         )  # fmt: skip
         assert status == 1
-        assert "no answer within 0.3 s" in capsys.readouterr().err
+        assert "no response within 0.3 s" in capsys.readouterr().err
