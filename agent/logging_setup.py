@@ -32,12 +32,12 @@ REDACTED: Final = "***"
 PROJECT_LOGGERS: Final = ("agent", "drivers", "dsp", "cmagent")
 """Loggers set to the configured level; other libraries log WARNING and up."""
 QUIET_LIBRARY_LOGGERS: Final = ("pymodbus", "asyncua")
-"""Libraries that log every failed connect or request as a warning; the
+"""Libraries that log every failed connect or request as a warning. The
 drivers report the same failures once, with device ids, so these log only
 errors unless the configured level is DEBUG."""
 NEVER_DEBUG_LOGGERS: Final = ("asyncua.client.ua_client",)
 """Loggers kept at INFO even at DEBUG: asyncua 2.1 logs whole requests
-there, and with security policy None an ActivateSession request holds the
+there, and with security policy None an ActivateSession request contains the
 OPC UA password in clear text."""
 
 SYSLOG_PRIORITY: Final = {

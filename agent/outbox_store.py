@@ -1,9 +1,9 @@
 """SQLite schema, opening and row operations of the outbox.
 
-``agent.outbox`` holds the queue logic; this module holds what touches the
-file directly: the schema, opening with an integrity check that moves a
-corrupt file aside, deleting and evicting rows, and the reserve file's
-sizing on the filesystem.
+``agent.outbox`` contains the queue logic. This module contains what
+touches the file directly: the schema, opening with an integrity check
+that moves a corrupt file aside, deleting and evicting rows, and the
+reserve file's sizing on the filesystem.
 """
 
 from __future__ import annotations
@@ -138,7 +138,8 @@ def delete_rows(
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """Whether an error is SQLITE_FULL ("database or disk is full") or ENOSPC."""
+    """Return whether an error is SQLITE_FULL ("database or disk is full")
+    or ENOSPC."""
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
@@ -154,8 +155,9 @@ def free_bytes(directory: Path) -> int:
 
 
 def reserve_size(directory: Path, max_bytes: int) -> int:
-    """The reserve: ``min(4 MiB, max_bytes / 16, filesystem size / 8)`` in
-    whole 4 KiB blocks, or 0 when that is below ``RESERVE_MIN_BYTES``."""
+    """Return the reserve size, ``min(4 MiB, max_bytes / 16, filesystem
+    size / 8)`` in whole 4 KiB blocks, or 0 when that is below
+    ``RESERVE_MIN_BYTES``."""
     try:
         found = os.statvfs(directory)
     except OSError:
