@@ -25,6 +25,7 @@ them with their bad quality.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
@@ -183,10 +184,14 @@ class Pipeline:
                 extra={"waiting": self._queue.qsize(), "timeout_s": drain_timeout_s},
             )
         self._stop.set()
-        for task in (self._worker, self._flusher):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        # The flusher ends by itself once ``_stop`` is set. Cancelling it
+        # could interrupt a write running in a worker thread, whose items
+        # would then be lost when the caller closes the outbox.
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
         await self._flush()
         self._executor.shutdown(wait=True)
 
@@ -547,8 +552,9 @@ class Pipeline:
         )
 
     async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(SCALAR_FLUSH_S)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), SCALAR_FLUSH_S)
             await self._flush()
 
     async def _flush(self) -> None:

@@ -6,6 +6,8 @@ import asyncio
 import json
 import socket
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +26,7 @@ from agent.pipeline_runtime import (
     default_driver_factory,
     load_config,
 )
+from agent.settings import AgentSettingsModel
 from agent.state import read_status
 from drivers.base import QualityReason, QualityStatus, Reading, Waveform
 from drivers.sim.modbus_server import ModbusSimulator
@@ -358,3 +361,49 @@ class TestPipelineReload:
         assert vib_after is vib_before
         assert oil_after is not oil_before
         assert oil_after.schedule.poll_interval_s == 2.0
+
+
+class SlowOutbox(Outbox):
+    """A real outbox whose writes take half a second, started in a thread."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, max_bytes=10_000_000)
+        self.write_started = threading.Event()
+
+    def put_many(self, items):  # type: ignore[no-untyped-def]
+        self.write_started.set()
+        time.sleep(0.5)
+        return super().put_many(items)
+
+
+class TestPipelineStop:
+    async def test_stop_waits_for_write_in_progress(self, tmp_path: Path) -> None:
+        settings = AgentSettingsModel()
+        outbox = SlowOutbox(tmp_path / "outbox.db")
+        health = HealthMonitor(
+            settings.health, {}, state_path=None, iso_boundaries=iso_boundaries
+        )
+        pipeline = Pipeline(
+            settings, {}, outbox=outbox, health=health, driver_factory=lambda s: None
+        )
+        await pipeline.start()
+        now = datetime.now(UTC)
+        pipeline.readings(
+            "dev",
+            [
+                Reading(
+                    asset="pump1", point=f"p{i}", timestamp=now, value=float(i), unit=""
+                )
+                for i in range(5)
+            ],
+        )
+        await asyncio.to_thread(outbox.write_started.wait, 5.0)
+
+        await pipeline.stop()
+        outbox.close()
+
+        reopened = Outbox(tmp_path / "outbox.db", max_bytes=10_000_000)
+        depth = reopened.stats().depth
+        reopened.close()
+        assert pipeline.counters.measurements_produced == 5
+        assert depth == 5
