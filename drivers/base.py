@@ -24,7 +24,7 @@ class QualityStatus(enum.Enum):
 
 
 class QualityReason(enum.Enum):
-    """Why a value is not good."""
+    """Reason a value is not good."""
 
     COMM_ERROR = "comm_error"
     TIMEOUT = "timeout"
@@ -103,7 +103,7 @@ class Waveform:
 
 @runtime_checkable
 class Driver(Protocol):
-    """What the agent needs from a device driver.
+    """Interface the agent needs from a device driver.
 
     ``read_points`` returns one :class:`Reading` per configured point, bad
     ones included, and raises :class:`drivers.errors.DriverError` only when

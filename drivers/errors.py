@@ -38,12 +38,12 @@ class DriverConnectError(DriverError):
 
 
 class DriverTimeoutError(DriverError):
-    """The peer did not answer within the request timeout."""
+    """The peer sent no response within the request timeout."""
 
 
 class DriverProtocolError(DriverError):
-    """The peer answered with an error or an invalid frame."""
+    """The peer responded with an error or an invalid frame."""
 
 
 class DriverDecodeError(DriverError):
-    """The answer cannot be decoded as the point is configured."""
+    """The response cannot be decoded as the point is configured."""

@@ -31,7 +31,7 @@ READY_POLL_S: Final = 0.05
 
 
 class RegisterIO(Protocol):
-    """What a capture needs from a driver."""
+    """Operations a capture needs from a driver."""
 
     device_id: str
 
@@ -174,7 +174,7 @@ async def _read_registers(
 ) -> None:
     """Fill ``out`` with registers from the block start, chunk by chunk."""
     width = REGISTER_COUNT[spec.sample_type]
-    # A chunk holds whole samples so no value straddles two requests.
+    # A chunk contains whole samples, so no value straddles two requests.
     chunk = max(width, spec.chunk_registers - spec.chunk_registers % width)
     for start in range(0, out.size, chunk):
         size = min(chunk, out.size - start)

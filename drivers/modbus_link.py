@@ -6,7 +6,7 @@ timing is the link's, and its automatic reconnect is off because the
 agent's device task owns reconnecting. Vendor exceptions end here: callers see the
 :mod:`drivers.errors` tree only.
 
-Transaction ids (Modbus TCP): pymodbus 3.16 silently skips an answer whose
+Transaction ids (Modbus TCP): pymodbus 3.16 silently skips a response whose
 transaction id differs from the request's (``FramerBase.handleFrame``), so
 the request times out and, after a few timeouts, the connection is closed.
 The link instead watches raw packets with pymodbus' ``trace_packet`` hook:
@@ -70,7 +70,7 @@ _UNIT_KEYWORD: Final = (
 
 
 class ModbusExceptionError(DriverProtocolError):
-    """The server answered a request with a Modbus exception code."""
+    """The server responded to a request with a Modbus exception code."""
 
     def __init__(
         self,
@@ -97,7 +97,7 @@ class ModbusExceptionError(DriverProtocolError):
 
 
 class TransactionIdMismatchError(DriverProtocolError):
-    """A Modbus TCP answer carried another transaction id than the request."""
+    """A Modbus TCP response carried another transaction id than the request."""
 
     def __init__(self, *, device: str, sent: int, received: int) -> None:
         super().__init__(

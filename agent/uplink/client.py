@@ -62,7 +62,7 @@ ASSET_PAGE_LIMIT: Final = 500
 
 
 class UplinkState(enum.Enum):
-    """What the delivery loop is doing."""
+    """State of the delivery loop."""
 
     OK = "ok"
     RETRYING = "retrying"
@@ -173,7 +173,7 @@ class Uplink:
             logger.info("uplink.stopped delivered=%d", self.delivered_count)
 
     async def flush(self, timeout_s: float) -> bool:
-        """Deliver what the outbox holds now, for at most ``timeout_s``.
+        """Deliver what the outbox contains now, for at most ``timeout_s``.
 
         Stops at the first failure instead of waiting to retry.
 

@@ -16,7 +16,7 @@ from agent.outbox import ROW_OVERHEAD_BYTES, Outbox, OutboxItem, Priority
 
 
 class Clock:
-    """A clock that moves only when told to."""
+    """A clock that advances only when a test advances it."""
 
     def __init__(self, start: float = 1_000_000.0) -> None:
         self.now = start
