@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import enum
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 
 from pymodbus.pdu import ModbusPDU
 
@@ -28,12 +30,13 @@ from drivers.modbus_capture import capture_waveform
 from drivers.modbus_decode import BlockDecoder
 from drivers.modbus_link import (
     ModbusLink,
+    RequestTarget,
     acquire_serial_link,
     execute,
     open_tcp_link,
     release_serial_link,
 )
-from drivers.planner import BIT_TABLES, ReadRequest, plan_reads
+from drivers.planner import FUNCTION_CODE, ReadRequest, plan_reads
 from drivers.spec import (
     ModbusPointSpec,
     ModbusRtuSpec,
@@ -43,6 +46,36 @@ from drivers.spec import (
 )
 
 logger = logging.getLogger(__name__)
+
+_READ_METHODS: Final[dict[RegisterTable, str]] = {
+    RegisterTable.COIL: "read_coils",
+    RegisterTable.DISCRETE_INPUT: "read_discrete_inputs",
+    RegisterTable.HOLDING: "read_holding_registers",
+    RegisterTable.INPUT: "read_input_registers",
+}
+"""pymodbus client method of each table."""
+
+_BIT_FUNCTIONS: Final = frozenset({1, 2})
+"""Read coils and read discrete inputs, whose answers are bits."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _PlannedRead:
+    """A planned request with what each poll needs to run and decode it."""
+
+    request: ReadRequest
+    decoder: BlockDecoder
+    method: str
+    function_code: int
+
+    @classmethod
+    def build(cls, request: ReadRequest, source: str) -> _PlannedRead:
+        return cls(
+            request=request,
+            decoder=BlockDecoder(request, source=source),
+            method=_READ_METHODS[request.table],
+            function_code=request.function_code,
+        )
 
 
 class DriverState(enum.Enum):
@@ -72,9 +105,7 @@ class ModbusDriver:
             max_registers=spec.max_registers_per_request,
             max_gap=spec.max_gap_registers,
         )
-        self._decoders = [
-            BlockDecoder(request, source=spec.device_id) for request in self.requests
-        ]
+        self._plans = [_PlannedRead.build(r, spec.device_id) for r in self.requests]
         self._waveforms = {w.name: w for w in spec.waveforms}
         self._link: ModbusLink | None = None
         self._state = DriverState.DISCONNECTED
@@ -85,6 +116,13 @@ class ModbusDriver:
         else:
             self.endpoint = spec.serial_port
             self._tid_check = TransactionIdCheck.LENIENT
+        self._target = RequestTarget(
+            device=spec.device_id,
+            unit_id=spec.unit_id,
+            timeout_s=spec.timeout_s,
+            retries=spec.retries,
+            tid_check=self._tid_check,
+        )
 
     @property
     def state(self) -> DriverState:
@@ -152,16 +190,27 @@ class ModbusDriver:
                 device=self.device_id,
             )
 
+        link = self._link
         readings: list[Reading] = []
         lost: DriverConnectError | None = None
-        for request, decoder in zip(self.requests, self._decoders, strict=True):
+        for plan in self._plans:
+            request = plan.request
             timestamp = datetime.now(UTC)
             if lost is not None:
                 readings.extend(self._bad_block(request, timestamp, lost))
                 continue
             try:
-                values = await self.read_block(
-                    request.table, request.address, request.count
+                response = await execute(
+                    link,
+                    getattr(link.client, plan.method),
+                    self._target,
+                    plan.function_code,
+                    request.address,
+                    request.count,
+                    count=request.count,
+                )
+                values = self._values(
+                    response, plan.function_code, request.address, request.count
                 )
             except DriverError as exc:
                 self._fail(exc)
@@ -169,7 +218,7 @@ class ModbusDriver:
                     lost = exc
                 readings.extend(self._bad_block(request, timestamp, exc))
                 continue
-            readings.extend(decoder.decode(values, timestamp))
+            readings.extend(plan.decoder.decode(values, timestamp))
         return readings
 
     def offline_readings(self, detail: str) -> list[Reading]:
@@ -187,16 +236,18 @@ class ModbusDriver:
             DriverConnectError, DriverTimeoutError, DriverProtocolError.
         """
         link = self._require_link()
-        client = link.client
-        calls = {
-            RegisterTable.COIL: (client.read_coils, 1),
-            RegisterTable.DISCRETE_INPUT: (client.read_discrete_inputs, 2),
-            RegisterTable.HOLDING: (client.read_holding_registers, 3),
-            RegisterTable.INPUT: (client.read_input_registers, 4),
-        }
-        call, function_code = calls[table]
-        response = await self._execute(call, function_code, address, count, count=count)
-        if table in BIT_TABLES:
+        function_code = FUNCTION_CODE[table]
+        call = getattr(link.client, _READ_METHODS[table])
+        response = await execute(
+            link, call, self._target, function_code, address, count, count=count
+        )
+        return self._values(response, function_code, address, count)
+
+    def _values(
+        self, response: ModbusPDU, function_code: int, address: int, count: int
+    ) -> list[int] | list[bool]:
+        """Return the bits or registers of a response, checking their count."""
+        if function_code in _BIT_FUNCTIONS:
             return list(response.bits[:count])
         registers: list[int] = response.registers
         if len(registers) != count:
@@ -210,13 +261,21 @@ class ModbusDriver:
     async def write_register(self, address: int, value: int) -> None:
         """Write one holding register (function 6)."""
         link = self._require_link()
-        await self._execute(link.client.write_register, 6, address, 1, value=value)
+        await execute(
+            link, link.client.write_register, self._target, 6, address, 1, value=value
+        )
 
     async def write_registers(self, address: int, values: list[int]) -> None:
         """Write consecutive holding registers (function 16)."""
         link = self._require_link()
-        await self._execute(
-            link.client.write_registers, 16, address, len(values), values=values
+        await execute(
+            link,
+            link.client.write_registers,
+            self._target,
+            16,
+            address,
+            len(values),
+            values=values,
         )
 
     async def read_waveform(self, name: str) -> Waveform:
@@ -247,28 +306,6 @@ class ModbusDriver:
                 f"device {self.device_id!r}: not connected", device=self.device_id
             )
         return self._link
-
-    async def _execute(
-        self,
-        call: object,
-        function_code: int,
-        address: int,
-        quantity: int,
-        **kwargs: object,
-    ) -> ModbusPDU:
-        return await execute(
-            self._require_link(),
-            call,  # type: ignore[arg-type]
-            device=self.device_id,
-            unit_id=self.spec.unit_id,
-            function_code=function_code,
-            address=address,
-            quantity=quantity,
-            timeout_s=self.spec.timeout_s,
-            retries=self.spec.retries,
-            tid_check=self._tid_check,
-            **kwargs,
-        )
 
     def _bad_block(
         self, request: ReadRequest, timestamp: datetime, exc: DriverError

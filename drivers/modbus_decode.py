@@ -1,58 +1,49 @@
 """Decoding the blocks the Modbus driver reads into readings.
 
-A :class:`BlockDecoder` is built once per planned request. It sorts the
-request's points into groups of one numeric type and precomputes, for each
-group, where every value's bytes sit in the block, in big-endian order.
-A poll then decodes a whole group with one NumPy gather, whatever the byte
-and word orders, scales it in one step and checks the results together.
-Points outside those groups (bits, strings, bool flags in registers) and
-every value that fails a check go through :func:`decode_point`, which also
-writes the quality detail.
+Decoding runs for every point on every poll, so a :class:`BlockDecoder`,
+built once per planned request, prepares all it can in advance:
+
+* one precompiled :class:`struct.Struct` unpacks every numeric value of the
+  block in one call. When all values are in ABCD order and do not overlap,
+  it reads them in place and skips unused registers as pad bytes. Otherwise
+  a NumPy gather first copies each value's bytes into big-endian order,
+  whatever its byte and word order;
+* scaling and range checks visit only the points that have them, and one
+  sum over the block's values detects a NaN or an infinity in the common
+  case where there is none;
+* readings are built as named tuples straight from those columns.
+
+Points of other types (bits, strings, bool flags in registers) and every
+value that fails a check go through :func:`decode_point`, which also writes
+the quality detail.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import repeat
 from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
 
 from drivers.base import GOOD, Quality, QualityReason, Reading, ScalarValue
-from drivers.codec import (
-    BIG_ENDIAN_DTYPE,
-    STRUCT_FORMAT,
-    apply_scale,
-    decode_scalar,
-    decode_string,
-)
+from drivers.codec import STRUCT_FORMAT, apply_scale, decode_scalar, decode_string
 from drivers.errors import DriverDecodeError
 from drivers.planner import BIT_TABLES, ReadRequest, point_slice
 from drivers.spec import REGISTER_COUNT, DataType, Endian, ModbusPointSpec
 
-_GROUPED_TYPES: Final = frozenset(BIG_ENDIAN_DTYPE) - {DataType.INT64, DataType.UINT64}
-"""Types decoded by group. 64-bit integers are decoded one by one, so that
-their range check compares exact integers, not float64 approximations."""
+_FLOAT_TYPES: Final = frozenset({DataType.FLOAT32, DataType.FLOAT64})
 
+_new_tuple: Final = tuple.__new__
+"""Builds a reading from one row of fields without the keyword handling of
+the named tuple's own constructor, which would double the cost."""
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Group:
-    """Points of one numeric type, and either all scaled or all unscaled."""
-
-    members: tuple[int, ...]
-    """Indexes of the points in the request."""
-    byte_index: NDArray[np.intp]
-    """Shape (points, bytes per value): block byte positions, big-endian."""
-    dtype: np.dtype[np.generic]
-    scale: NDArray[np.float64] | None
-    offset: NDArray[np.float64] | None
-    low: NDArray[np.float64]
-    high: NDArray[np.float64]
-    checks_range: bool
+Number = float | int
 
 
 def value_byte_index(point: ModbusPointSpec, first: int) -> list[int]:
@@ -74,8 +65,100 @@ def value_byte_index(point: ModbusPointSpec, first: int) -> list[int]:
     return index
 
 
-def _is_scaled(point: ModbusPointSpec) -> bool:
-    return point.scale != 1.0 or point.offset != 0.0
+def _in_place_format(indexes: list[list[int]], codes: list[str]) -> str | None:
+    """Return a struct format reading the values where they lie, or None.
+
+    That works when every value's bytes are ascending and consecutive
+    (ABCD order) and each value starts after the previous one ends.
+    """
+    parts = [">"]
+    cursor = 0
+    for index, code in zip(indexes, codes, strict=True):
+        first = index[0]
+        if index != list(range(first, first + len(index))) or first < cursor:
+            return None
+        if first > cursor:
+            parts.append(f"{first - cursor}x")
+        parts.append(code)
+        cursor = index[-1] + 1
+    return "".join(parts)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _NumericLayout:
+    """How to unpack, scale and check the numeric values of one block."""
+
+    unpack: Callable[[bytes], tuple[Number, ...]]
+    gather: NDArray[np.intp] | None
+    """Block byte positions in big-endian order, or None to read in place."""
+    scaled: tuple[tuple[int, float, float], ...]
+    """(position, scale, offset) of each scaled value."""
+    ranged: tuple[tuple[int, float, float], ...]
+    """(position, low, high) of each value with a valid range."""
+    checks_finite: bool
+    """Whether any value is a float, which may be NaN or infinite."""
+
+    @classmethod
+    def build(
+        cls, points: Sequence[ModbusPointSpec], starts: Sequence[int]
+    ) -> _NumericLayout:
+        indexes = [
+            value_byte_index(p, start) for p, start in zip(points, starts, strict=True)
+        ]
+        codes = [STRUCT_FORMAT[p.data_type][1:] for p in points]
+        in_place = _in_place_format(indexes, codes)
+        if in_place is not None:
+            unpack = struct.Struct(in_place).unpack_from
+            gather = None
+        else:
+            unpack = struct.Struct(">" + "".join(codes)).unpack
+            gather = np.array([i for index in indexes for i in index], dtype=np.intp)
+        scaled = tuple(
+            (k, p.scale, p.offset)
+            for k, p in enumerate(points)
+            if p.scale != 1.0 or p.offset != 0.0
+        )
+        return cls(
+            unpack=unpack,
+            gather=gather,
+            scaled=scaled,
+            ranged=tuple(
+                (k, *p.valid_range)
+                for k, p in enumerate(points)
+                if p.valid_range is not None
+            ),
+            checks_finite=bool(scaled)
+            or any(p.data_type in _FLOAT_TYPES for p in points),
+        )
+
+    def values(self, packed: bytes) -> list[Number] | tuple[Number, ...]:
+        """Unpack and scale the values from the block's big-endian bytes."""
+        if self.gather is None:
+            numbers = self.unpack(packed)
+        else:
+            block = np.frombuffer(packed, dtype=np.uint8)
+            numbers = self.unpack(block[self.gather].tobytes())
+        if not self.scaled:
+            return numbers
+        scaled = list(numbers)
+        for k, scale, offset in self.scaled:
+            scaled[k] = float(scaled[k]) * scale + offset
+        return scaled
+
+    def failing(self, numbers: Sequence[Number]) -> list[int]:
+        """Return the positions of values that are not finite or out of range."""
+        # A NaN or an infinity makes the sum non-finite. A finite sum that
+        # overflows only costs the value-by-value check.
+        if self.checks_finite and not math.isfinite(sum(numbers)):
+            failing = {k for k, x in enumerate(numbers) if not math.isfinite(x)}
+            failing.update(self._out_of_range(numbers))
+            return sorted(failing)
+        if not self.ranged:
+            return []
+        return self._out_of_range(numbers)
+
+    def _out_of_range(self, numbers: Sequence[Number]) -> list[int]:
+        return [k for k, low, high in self.ranged if not low <= numbers[k] <= high]
 
 
 class BlockDecoder:
@@ -89,99 +172,77 @@ class BlockDecoder:
     def __init__(self, request: ReadRequest, *, source: str) -> None:
         self.request = request
         self.source = source
-        self._slices = [point_slice(request, p) for p in request.points]
-        self._groups: list[_Group] = []
-        self._others: list[int] = []
-        if request.table in BIT_TABLES:
-            self._others = list(range(len(request.points)))
-            return
+        points = request.points
+        self._slices = [point_slice(request, p) for p in points]
+        self._assets = [p.asset for p in points]
+        self._names = [p.name for p in points]
+        self._units = [p.unit for p in points]
 
-        keyed: dict[tuple[DataType, bool], list[int]] = {}
-        for i, point in enumerate(request.points):
-            if point.data_type in _GROUPED_TYPES:
-                key = (point.data_type, _is_scaled(point))
-                keyed.setdefault(key, []).append(i)
-            else:
-                self._others.append(i)
-        for (data_type, scaled), members in keyed.items():
-            self._groups.append(self._group(data_type, scaled, members))
-
-    def _group(self, data_type: DataType, scaled: bool, members: list[int]) -> _Group:
-        points = [self.request.points[i] for i in members]
-        starts = [self._slices[i].start for i in members]
-        byte_index = np.array(
-            [
-                value_byte_index(p, start)
-                for p, start in zip(points, starts, strict=True)
-            ],
-            dtype=np.intp,
-        )
-        ranges = [p.valid_range or (-math.inf, math.inf) for p in points]
-        return _Group(
-            members=tuple(members),
-            byte_index=byte_index,
-            dtype=np.dtype(BIG_ENDIAN_DTYPE[data_type]),
-            scale=np.array([p.scale for p in points]) if scaled else None,
-            offset=np.array([p.offset for p in points]) if scaled else None,
-            low=np.array([r[0] for r in ranges], dtype=np.float64),
-            high=np.array([r[1] for r in ranges], dtype=np.float64),
-            checks_range=any(p.valid_range is not None for p in points),
-        )
+        numeric: list[int] = []
+        if request.table not in BIT_TABLES:
+            numeric = [i for i, p in enumerate(points) if p.data_type in STRUCT_FORMAT]
+        self._numeric = numeric
+        self._others = sorted(set(range(len(points))) - set(numeric))
+        self._layout: _NumericLayout | None = None
+        if numeric:
+            self._layout = _NumericLayout.build(
+                [points[i] for i in numeric], [self._slices[i].start for i in numeric]
+            )
+        self._pack = struct.Struct(f">{request.count}H").pack
 
     def decode(
         self, values: Sequence[int] | Sequence[bool], timestamp: datetime
     ) -> list[Reading]:
-        """Decode one block read at ``timestamp``, in the request's point order."""
-        points = self.request.points
-        decoded: list[tuple[ScalarValue, Quality]] = [(None, GOOD)] * len(points)
-        if self._groups:
-            packed = struct.pack(f">{len(values)}H", *values)
-            block = np.frombuffer(packed, dtype=np.uint8)
-            for group in self._groups:
-                self._decode_group(group, block, values, decoded)
-        for i in self._others:
-            decoded[i] = decode_point(points[i], values[self._slices[i]])
+        """Decode one block read at ``timestamp``, in the request's point order.
 
-        source = self.source
-        return [
-            Reading(
-                asset=point.asset,
-                point=point.name,
-                timestamp=timestamp,
-                value=value,
-                unit=point.unit,
-                quality=quality,
-                source=source,
-            )
-            for point, (value, quality) in zip(points, decoded, strict=True)
-        ]
+        ``values`` holds the request's ``count`` registers (or bits).
+        """
+        numbers: Sequence[Number] = ()
+        failing: list[int] = []
+        layout = self._layout
+        if layout is not None:
+            numbers = layout.values(self._pack(*values))
+            failing = layout.failing(numbers)
 
-    def _decode_group(
+        if self._others or failing:
+            decoded, qualities = self._merge(values, numbers, failing)
+            return self._readings(decoded, qualities, timestamp)
+        return self._readings(numbers, repeat(GOOD), timestamp)
+
+    def _merge(
         self,
-        group: _Group,
-        block: NDArray[np.uint8],
         values: Sequence[int] | Sequence[bool],
-        decoded: list[tuple[ScalarValue, Quality]],
-    ) -> None:
-        raw = block[group.byte_index].view(group.dtype).ravel()
-        if group.scale is not None and group.offset is not None:
-            numbers = raw.astype(np.float64) * group.scale + group.offset
-        else:
-            # Unscaled integers stay integers, as apply_scale keeps them.
-            numbers = raw.astype(np.float64) if raw.dtype.kind == "f" else raw
-        checked = numbers.astype(np.float64, copy=False)
-        failing = ~np.isfinite(checked)
-        if group.checks_range:
-            failing |= (checked < group.low) | (checked > group.high)
-
-        for i, number in zip(group.members, numbers.tolist(), strict=True):
-            decoded[i] = (number, GOOD)
-        # A failing value is rare: decode it again the slow way, which
-        # writes the quality detail.
+        numbers: Sequence[Number],
+        failing: list[int],
+    ) -> tuple[list[ScalarValue], list[Quality]]:
         points = self.request.points
-        for k in np.flatnonzero(failing).tolist():
-            i = group.members[k]
-            decoded[i] = decode_point(points[i], values[self._slices[i]])
+        decoded: list[ScalarValue] = [None] * len(points)
+        qualities = [GOOD] * len(points)
+        for i, number in zip(self._numeric, numbers, strict=True):
+            decoded[i] = number
+        # Decoding a failing value again the slow way writes the quality
+        # detail; such values are rare.
+        slow = [self._numeric[k] for k in failing] + self._others
+        for i in slow:
+            decoded[i], qualities[i] = decode_point(points[i], values[self._slices[i]])
+        return decoded, qualities
+
+    def _readings(
+        self,
+        decoded: Sequence[ScalarValue],
+        qualities: Sequence[Quality] | repeat[Quality],
+        timestamp: datetime,
+    ) -> list[Reading]:
+        rows = zip(
+            self._assets,
+            self._names,
+            repeat(timestamp),
+            decoded,
+            self._units,
+            qualities,
+            repeat(self.source),
+        )
+        return list(map(_new_tuple, repeat(Reading), rows))
 
 
 def decode_point(

@@ -28,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Final
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -38,7 +39,6 @@ from pymodbus.pdu import ModbusPDU
 
 from drivers.errors import (
     DriverConnectError,
-    DriverError,
     DriverProtocolError,
     DriverTimeoutError,
 )
@@ -112,20 +112,21 @@ class _TransactionWatch:
     """The ``trace_packet`` hook that checks Modbus TCP transaction ids."""
 
     def __init__(self) -> None:
-        self.sent: int | None = None
+        self.sent: bytes | None = None
+        """The transaction id of the request in flight, as sent."""
         self.mismatch: tuple[int, int] | None = None
 
     def __call__(self, sending: bool, packet: bytes) -> bytes:
-        if len(packet) < 2:
-            return packet
-        tid = int.from_bytes(packet[:2], "big")
+        # Runs twice per request, so the common case compares raw bytes.
+        tid = packet[:2]
         if sending:
             self.sent, self.mismatch = tid, None
             return packet
-        if self.sent is None or tid == self.sent:
+        sent = self.sent
+        if tid == sent or sent is None or len(tid) < 2:
             return packet
-        self.mismatch = (self.sent, tid)
-        return self.sent.to_bytes(2, "big") + packet[2:]
+        self.mismatch = (int.from_bytes(sent, "big"), int.from_bytes(tid, "big"))
+        return sent + packet[2:]
 
 
 class ModbusLink:
@@ -232,25 +233,37 @@ def release_serial_link(link: ModbusLink) -> None:
             del _SERIAL_LINKS[link.endpoint]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestTarget:
+    """The device side of every request: who is asked, and how patiently."""
+
+    device: str
+    unit_id: int
+    timeout_s: float
+    retries: int
+    tid_check: TransactionIdCheck = TransactionIdCheck.STRICT
+
+
 async def execute(
     link: ModbusLink,
-    call: Callable[..., object],
-    *,
-    device: str,
-    unit_id: int,
+    call: Callable[..., Awaitable[ModbusPDU]],
+    target: RequestTarget,
     function_code: int,
     address: int,
     quantity: int,
-    timeout_s: float,
-    retries: int,
-    tid_check: TransactionIdCheck = TransactionIdCheck.STRICT,
     **kwargs: object,
 ) -> ModbusPDU:
-    """Run one request with timeout and retries under the link's lock.
+    """Run one request with timeout and retries.
 
     ``call`` is a bound pymodbus client method such as
     ``read_input_registers``; ``kwargs`` go to it besides the unit id.
     ``quantity`` is the register or bit count, for messages.
+
+    Each attempt is bounded by pymodbus itself: its transaction manager
+    waits for the response with ``asyncio.wait_for`` and the client's
+    ``timeout`` (pymodbus 3.16), which the link sets to ``target.timeout_s``.
+    A second timer here would cost a third of the time of decoding a
+    whole block.
 
     Raises:
         DriverConnectError: the link is not connected, or was lost.
@@ -258,60 +271,105 @@ async def execute(
         ModbusExceptionError: the server answered with an exception code.
         TransactionIdMismatchError: strict check and a foreign answer.
     """
-    where = f"device {device!r} unit {unit_id} function {function_code} "
-    where += f"address {address} count {quantity}"
-    last: DriverError | None = None
-    for attempt in range(retries + 1):
-        if not link.connected:
+    kwargs[_UNIT_KEYWORD] = target.unit_id
+    for attempt in range(target.retries + 1):
+        # On a closed link pymodbus raises ConnectionException at once, so
+        # only a retry, after a failed attempt, checks the link first.
+        if attempt and not link.connected:
             raise DriverConnectError(
-                f"{where}: not connected to {link.endpoint}", device=device
+                f"{_where(target, function_code, address, quantity)}: "
+                f"not connected to {link.endpoint}",
+                device=target.device,
             )
-        async with link.lock:
-            try:
-                response = await _call_once(
-                    link, call, unit_id, timeout_s, address, kwargs
-                )
-            except (TimeoutError, ModbusException) as exc:
-                if isinstance(exc, ConnectionException) or not link.connected:
-                    raise DriverConnectError(
-                        f"{where}: connection to {link.endpoint} lost", device=device
-                    ) from exc
-                last = DriverTimeoutError(
-                    f"{where}: no response within {timeout_s} s", device=device
-                )
-                logger.debug(
-                    "modbus.request_retry",
-                    extra={"device": device, "attempt": attempt, "cause": repr(exc)},
-                )
-                if link.serial_settings is not None:
-                    await _let_late_reply_pass(timeout_s)
-                continue
-            mismatch = link.watch.mismatch if link.watch else None
+        try:
+            if link.serial_settings is None:
+                # pymodbus runs one request at a time per client, and the
+                # transaction id check below runs before anything else can.
+                response = await call(address, **kwargs)
+            else:
+                async with link.lock:
+                    response = await _call_serial(
+                        link, call, address, kwargs, target.timeout_s
+                    )
+        except (TimeoutError, ModbusException) as exc:
+            if isinstance(exc, ConnectionException) or not link.connected:
+                raise DriverConnectError(
+                    f"{_where(target, function_code, address, quantity)}: "
+                    f"connection to {link.endpoint} lost",
+                    device=target.device,
+                ) from exc
+            logger.debug(
+                "modbus.request_retry",
+                extra={"device": target.device, "attempt": attempt, "cause": repr(exc)},
+            )
+            continue
 
-        if mismatch and tid_check is TransactionIdCheck.STRICT:
+        mismatch = link.watch.mismatch if link.watch is not None else None
+        if mismatch is not None and target.tid_check is TransactionIdCheck.STRICT:
             raise TransactionIdMismatchError(
-                device=device, sent=mismatch[0], received=mismatch[1]
+                device=target.device, sent=mismatch[0], received=mismatch[1]
             )
-        if response.isError():
-            raise ModbusExceptionError(
-                device=device,
-                unit_id=unit_id,
-                function_code=function_code,
-                address=address,
-                count=quantity,
-                exception_code=int(getattr(response, "exception_code", 0)),
-            )
-        if response.function_code != function_code:
-            # pymodbus pairs responses by transaction id only, so registers a
-            # peer sent for another function would be decoded as this block.
-            raise DriverProtocolError(
-                f"{where}: expected a response to function {function_code}, "
-                f"found function {response.function_code}",
-                device=device,
-            )
+        if response.isError() or response.function_code != function_code:
+            _raise_for_response(response, target, function_code, address, quantity)
         return response
-    assert last is not None
-    raise last
+    raise DriverTimeoutError(
+        f"{_where(target, function_code, address, quantity)}: "
+        f"no response within {target.timeout_s} s",
+        device=target.device,
+    )
+
+
+async def _call_serial(
+    link: ModbusLink,
+    call: Callable[..., Awaitable[ModbusPDU]],
+    address: int,
+    kwargs: dict[str, object],
+    timeout_s: float,
+) -> ModbusPDU:
+    """Run one attempt on a serial line, whose lock the caller holds."""
+    try:
+        return await call(address, **kwargs)
+    except (TimeoutError, ModbusException) as exc:
+        if not isinstance(exc, ConnectionException) and link.connected:
+            await _let_late_reply_pass(timeout_s)
+        raise
+
+
+def _where(
+    target: RequestTarget, function_code: int, address: int, quantity: int
+) -> str:
+    return (
+        f"device {target.device!r} unit {target.unit_id} function "
+        f"{function_code} address {address} count {quantity}"
+    )
+
+
+def _raise_for_response(
+    response: ModbusPDU,
+    target: RequestTarget,
+    function_code: int,
+    address: int,
+    quantity: int,
+) -> None:
+    """Raise for an exception response or a response to another function."""
+    if response.isError():
+        raise ModbusExceptionError(
+            device=target.device,
+            unit_id=target.unit_id,
+            function_code=function_code,
+            address=address,
+            count=quantity,
+            exception_code=int(getattr(response, "exception_code", 0)),
+        )
+    if response.function_code != function_code:
+        # pymodbus pairs responses by transaction id only, so registers a
+        # peer sent for another function would be decoded as this block.
+        raise DriverProtocolError(
+            f"{_where(target, function_code, address, quantity)}: expected a "
+            f"response to function {function_code}, found function "
+            f"{response.function_code}",
+            device=target.device,
+        )
 
 
 async def _let_late_reply_pass(wait_s: float) -> None:
@@ -323,20 +381,3 @@ async def _let_late_reply_pass(wait_s: float) -> None:
     # NOTE: a reply later than twice the timeout can still be mistaken;
     # RTU offers no way to tell it apart.
     await asyncio.sleep(wait_s)
-
-
-async def _call_once(
-    link: ModbusLink,
-    call: Callable[..., object],
-    unit_id: int,
-    timeout_s: float,
-    address: int,
-    kwargs: dict[str, object],
-) -> ModbusPDU:
-    # pymodbus times out on its own after timeout_s; the extra second only
-    # guards against a request that never completes. asyncio.timeout runs
-    # the request in this task, where wait_for would create one per call.
-    coroutine = call(address, **{_UNIT_KEYWORD: unit_id}, **kwargs)
-    async with asyncio.timeout(timeout_s + 1.0):
-        response: ModbusPDU = await coroutine  # type: ignore[misc]
-    return response
