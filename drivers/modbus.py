@@ -35,6 +35,7 @@ from drivers.modbus_link import (
     execute,
     open_tcp_link,
     release_serial_link,
+    request_arguments,
 )
 from drivers.planner import FUNCTION_CODE, ReadRequest, plan_reads
 from drivers.spec import (
@@ -67,14 +68,16 @@ class _PlannedRead:
     decoder: BlockDecoder
     method: str
     function_code: int
+    arguments: dict[str, object]
 
     @classmethod
-    def build(cls, request: ReadRequest, source: str) -> _PlannedRead:
+    def build(cls, request: ReadRequest, target: RequestTarget) -> _PlannedRead:
         return cls(
             request=request,
-            decoder=BlockDecoder(request, source=source),
+            decoder=BlockDecoder(request, source=target.device),
             method=_READ_METHODS[request.table],
             function_code=request.function_code,
+            arguments=request_arguments(target, count=request.count),
         )
 
 
@@ -105,7 +108,6 @@ class ModbusDriver:
             max_registers=spec.max_registers_per_request,
             max_gap=spec.max_gap_registers,
         )
-        self._plans = [_PlannedRead.build(r, spec.device_id) for r in self.requests]
         self._waveforms = {w.name: w for w in spec.waveforms}
         self._link: ModbusLink | None = None
         self._state = DriverState.DISCONNECTED
@@ -123,6 +125,7 @@ class ModbusDriver:
             retries=spec.retries,
             tid_check=self._tid_check,
         )
+        self._plans = [_PlannedRead.build(r, self._target) for r in self.requests]
 
     @property
     def state(self) -> DriverState:
@@ -207,7 +210,7 @@ class ModbusDriver:
                     plan.function_code,
                     request.address,
                     request.count,
-                    count=request.count,
+                    plan.arguments,
                 )
                 values = self._values(
                     response, plan.function_code, request.address, request.count
@@ -238,8 +241,9 @@ class ModbusDriver:
         link = self._require_link()
         function_code = FUNCTION_CODE[table]
         call = getattr(link.client, _READ_METHODS[table])
+        arguments = request_arguments(self._target, count=count)
         response = await execute(
-            link, call, self._target, function_code, address, count, count=count
+            link, call, self._target, function_code, address, count, arguments
         )
         return self._values(response, function_code, address, count)
 
@@ -261,8 +265,9 @@ class ModbusDriver:
     async def write_register(self, address: int, value: int) -> None:
         """Write one holding register (function 6)."""
         link = self._require_link()
+        arguments = request_arguments(self._target, value=value)
         await execute(
-            link, link.client.write_register, self._target, 6, address, 1, value=value
+            link, link.client.write_register, self._target, 6, address, 1, arguments
         )
 
     async def write_registers(self, address: int, values: list[int]) -> None:
@@ -275,7 +280,7 @@ class ModbusDriver:
             16,
             address,
             len(values),
-            values=values,
+            request_arguments(self._target, values=values),
         )
 
     async def read_waveform(self, name: str) -> Waveform:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -244,6 +244,15 @@ class RequestTarget:
     tid_check: TransactionIdCheck = TransactionIdCheck.STRICT
 
 
+def request_arguments(target: RequestTarget, **kwargs: object) -> dict[str, object]:
+    """Return the keyword arguments of a pymodbus request to ``target``.
+
+    ``kwargs`` are the request's own, such as ``count`` or ``value``; the
+    unit id is added under the keyword the installed pymodbus expects.
+    """
+    return {**kwargs, _UNIT_KEYWORD: target.unit_id}
+
+
 async def execute(
     link: ModbusLink,
     call: Callable[..., Awaitable[ModbusPDU]],
@@ -251,13 +260,14 @@ async def execute(
     function_code: int,
     address: int,
     quantity: int,
-    **kwargs: object,
+    arguments: Mapping[str, object],
 ) -> ModbusPDU:
     """Run one request with timeout and retries.
 
     ``call`` is a bound pymodbus client method such as
-    ``read_input_registers``; ``kwargs`` go to it besides the unit id.
-    ``quantity`` is the register or bit count, for messages.
+    ``read_input_registers``, called with ``address`` and ``arguments``
+    from :func:`request_arguments`. ``quantity`` is the register or bit
+    count, for messages.
 
     Each attempt is bounded by pymodbus itself: its transaction manager
     waits for the response with ``asyncio.wait_for`` and the client's
@@ -271,7 +281,6 @@ async def execute(
         ModbusExceptionError: the server answered with an exception code.
         TransactionIdMismatchError: strict check and a foreign answer.
     """
-    kwargs[_UNIT_KEYWORD] = target.unit_id
     for attempt in range(target.retries + 1):
         # On a closed link pymodbus raises ConnectionException at once, so
         # only a retry, after a failed attempt, checks the link first.
@@ -285,11 +294,11 @@ async def execute(
             if link.serial_settings is None:
                 # pymodbus runs one request at a time per client, and the
                 # transaction id check below runs before anything else can.
-                response = await call(address, **kwargs)
+                response = await call(address, **arguments)
             else:
                 async with link.lock:
                     response = await _call_serial(
-                        link, call, address, kwargs, target.timeout_s
+                        link, call, address, arguments, target.timeout_s
                     )
         except (TimeoutError, ModbusException) as exc:
             if isinstance(exc, ConnectionException) or not link.connected:
@@ -323,12 +332,12 @@ async def _call_serial(
     link: ModbusLink,
     call: Callable[..., Awaitable[ModbusPDU]],
     address: int,
-    kwargs: dict[str, object],
+    arguments: Mapping[str, object],
     timeout_s: float,
 ) -> ModbusPDU:
     """Run one attempt on a serial line, whose lock the caller holds."""
     try:
-        return await call(address, **kwargs)
+        return await call(address, **arguments)
     except (TimeoutError, ModbusException) as exc:
         if not isinstance(exc, ConnectionException) and link.connected:
             await _let_late_reply_pass(timeout_s)
