@@ -271,9 +271,10 @@ async def execute(
 
     Each attempt is bounded by pymodbus itself: its transaction manager
     waits for the response with ``asyncio.wait_for`` and the client's
-    ``timeout`` (pymodbus 3.16), which the link sets to ``target.timeout_s``.
-    A second timer here would cost a third of the time of decoding a
-    whole block.
+    ``timeout`` (read in pymodbus 3.8.0 and 3.16.1), which the link sets
+    to ``target.timeout_s``. A second timer here (``asyncio.timeout``)
+    would cost about 4 µs per request on Python 3.11, half the time it
+    takes to decode a block of 33 float32 points.
 
     Raises:
         DriverConnectError: the link is not connected, or was lost.
@@ -300,6 +301,10 @@ async def execute(
                     response = await _call_serial(
                         link, call, address, arguments, target.timeout_s
                     )
+            if response is None:
+                # pymodbus 3.8 returns None instead of raising when no
+                # response arrived in time.
+                raise TimeoutError("no response")
         except (TimeoutError, ModbusException) as exc:
             if isinstance(exc, ConnectionException) or not link.connected:
                 raise DriverConnectError(

@@ -240,6 +240,23 @@ class TestFaults:
         assert reading.value is None
         assert reading.quality.reason is QualityReason.TIMEOUT
 
+    async def test_silent_server_bounded_by_timeout(self, sim: ModbusSimulator) -> None:
+        # The driver relies on pymodbus' own per-attempt timeout, so a
+        # silent server must end every attempt after timeout_s, not hang.
+        sim.stop_answering(True)
+        point = ModbusPointSpec(name="p", asset="m1", address=5)
+        spec = tcp_spec(sim.port, 20, timeout_s=0.3, retries=2, points=(point,))
+        driver = ModbusDriver(spec)
+        await driver.connect()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        (reading,) = await driver.read_points()
+        elapsed = loop.time() - started
+        await driver.close()
+        assert reading.quality.reason is QualityReason.TIMEOUT
+        assert elapsed >= 3 * 0.3 * 0.9
+        assert elapsed < 3 * 0.3 + 2.0
+
 
 class TestWaveform:
     async def test_matches_recording(self, sim: ModbusSimulator) -> None:
