@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ from agent.settings import UplinkSettings
 
 MAX_REPLY_BYTES: Final = 1 << 20
 """Longest response body read; the API's responses are a few kilobytes."""
+
+_DELAY_SECONDS: Final = re.compile(r"[0-9]+")
+"""``delay-seconds`` of RFC 9110. ``str.isdigit`` would also accept
+digits such as ``"²"`` that ``float`` rejects."""
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes | None:
@@ -54,18 +59,22 @@ def parse_retry_after(
 ) -> float | None:
     """Return the seconds to wait for a ``Retry-After`` header value.
 
-    Both forms of RFC 9110 are accepted: a number of seconds, or an HTTP
-    date (a date in the past means 0). Returns None for a missing or
-    unreadable value.
+    Both forms of RFC 9110 are accepted: a whole number of seconds, or an
+    HTTP date (a date in the past means 0). The result is never negative
+    and has no upper bound: a number too large for a float returns
+    ``math.inf``, so the caller must cap the wait. Returns None for a
+    missing or unreadable value, such as a negative or fractional number,
+    and never raises.
     """
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if _DELAY_SECONDS.fullmatch(text):
         return float(text)
     try:
         moment = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        # OverflowError comes from a year too large for a C integer.
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -107,7 +116,8 @@ async def exchange(
 
     Raises:
         UplinkAuthError: 401 or 403.
-        UplinkRateLimitedError: 429, with the wait from ``Retry-After``.
+        UplinkRateLimitedError: 429, with the uncapped wait from
+            ``Retry-After``, or NaN when it is missing or unreadable.
         UplinkRejectedError: 400, 409 or 422; retrying cannot help.
         UplinkUnavailableError: a network failure, a timeout, 5xx or any
             other status, since those may clear up.

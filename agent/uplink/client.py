@@ -8,8 +8,9 @@ outbox, maintenance requests before measurements, sends it and settles it:
 * 400, 409 and 422 dead-letter the batch, because resending cannot help;
 * 401 and 403 stop delivery with everything kept (``reauth_required``)
   until a new token is loaded, so a revoked token causes no retry storm;
-* 429 waits ``Retry-After`` plus jitter; 5xx, timeouts and network errors
-  wait a capped exponential backoff with jitter;
+* 429 waits ``Retry-After``, capped at ``retry_max``, plus jitter. A
+  missing or unreadable ``Retry-After``, 5xx, timeouts and network
+  errors wait an exponential backoff with jitter, capped at ``retry_max``;
 * a 2xx response that is not the documented JSON (HTML from a proxy, a body
   cut short or over ``MAX_REPLY_BYTES``, no integer ``accepted``, a
   rejected index outside the batch, counts that do not add up) is retried
@@ -357,10 +358,10 @@ class Uplink:
             self._enter_reauth(exc)
             return 0.0
 
-        if isinstance(exc, UplinkRateLimitedError) and math.isfinite(exc.retry_after_s):
-            wait_s = exc.retry_after_s + self._rng.uniform(
-                0.0, max(0.2, 0.1 * exc.retry_after_s)
-            )
+        if isinstance(exc, UplinkRateLimitedError) and not math.isnan(
+            exc.retry_after_s
+        ):
+            wait_s = self._rate_limit_wait(exc.retry_after_s)
         else:
             wait_s = self._backoff.next_delay()
         if ids:
@@ -375,6 +376,26 @@ class Uplink:
             len(ids),
             exc,
         )
+        return wait_s
+
+    def _rate_limit_wait(self, requested_s: float) -> float:
+        """Compute the wait after a 429 whose ``Retry-After`` is ``requested_s``.
+
+        A request longer than ``retry_max`` is cut to it and logged, so an API
+        or proxy that requests a day cannot stop delivery for a day while the
+        outbox fills. Jitter of up to 10 % of the capped wait, at least 0.2 s,
+        keeps gateways from retrying in lockstep.
+        """
+        max_s = self.settings.retry_max
+        base_s = min(requested_s, max_s)
+        wait_s = base_s + self._rng.uniform(0.0, max(0.2, 0.1 * base_s))
+        if requested_s > max_s:
+            logger.warning(
+                "uplink.retry_after_capped requested_s=%g wait_s=%.2f retry_max_s=%g",
+                requested_s,
+                wait_s,
+                max_s,
+            )
         return wait_s
 
     def _enter_reauth(self, exc: UplinkAuthError) -> None:

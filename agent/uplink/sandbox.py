@@ -7,9 +7,10 @@ with per-item validation, maintenance requests, and the error body
 ``{"error": {"code", "type", "message", "field", "request_id"}}``.
 
 Faults apply to the API paths (never to ``/_sandbox``), in the order they
-were scheduled: status bursts (429 with ``Retry-After``, 500, 503), dropped
-connections, "commit then drop" (the request is stored, then the connection
-closes without an answer) and a fixed delay before each answer.
+were scheduled: status bursts (500, 503, or 429 with a ``Retry-After`` of
+seconds, an HTTP date or any text), dropped connections, "commit then
+drop" (the request is stored, then the connection closes without a
+response) and a fixed delay before each response.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class RequestRecord:
     path: str
     status: int | None
     token_state: str
+    idempotency_key: str | None = None
     at_s: float = field(default_factory=time.monotonic)
 
 
@@ -173,11 +175,28 @@ class SandboxApi:
         self._faults.append(_Fault("status", count, path, status=status))
 
     def rate_limit_next(
-        self, count: int, retry_after: float | datetime, *, path: str | None = None
+        self,
+        count: int,
+        retry_after: float | datetime | str,
+        *,
+        path: str | None = None,
     ) -> None:
-        """Respond 429 with ``Retry-After`` in seconds (a number, rounded up)
-        or as an HTTP date (a timezone-aware datetime)."""
-        if isinstance(retry_after, datetime):
+        """Respond 429 with ``Retry-After`` in seconds (a number, rounded up),
+        as an HTTP date (a timezone-aware datetime) or as given (a string,
+        which may be invalid on purpose).
+
+        Raises:
+            ValueError: the string contains a control character, which could
+                end the header.
+        """
+        if isinstance(retry_after, str):
+            if any(ord(char) < 0x20 or char == "\x7f" for char in retry_after):
+                raise ValueError(
+                    "Retry-After must not contain control characters, found "
+                    f"{retry_after!r}"
+                )
+            header = retry_after
+        elif isinstance(retry_after, datetime):
             header = format_datetime(retry_after, usegmt=True)
         else:
             header = str(math.ceil(retry_after))
@@ -250,6 +269,7 @@ class SandboxApi:
                     path=request.path,
                     status=status,
                     token_state=token_state,
+                    idempotency_key=request.headers.get("Idempotency-Key"),
                 )
             )
 
@@ -395,7 +415,7 @@ class SandboxApi:
             if kind == "status":
                 self.fail_next(count, int(spec.get("status", 503)), path=path)
             elif kind == "rate_limit":
-                self.rate_limit_next(count, float(spec["retry_after_s"]), path=path)
+                self.rate_limit_next(count, _retry_after(spec), path=path)
             elif kind == "drop":
                 self.drop_next(count, path=path)
             elif kind == "commit_then_drop":
@@ -406,7 +426,13 @@ class SandboxApi:
                 self.clear_faults()
             else:
                 raise ValueError(f"unknown fault kind {kind!r}")
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            OverflowError,
+            json.JSONDecodeError,
+        ) as exc:
             raise ApiProblem(
                 400,
                 "invalid_fault",
@@ -423,6 +449,17 @@ class SandboxApi:
                 422, "invalid_tags", "tags must be a list of strings", "tags"
             )
         return web.json_response({"ids": self.add_assets(tags)}, status=201)
+
+
+def _retry_after(spec: dict[str, Any]) -> float | str:
+    """Return the ``Retry-After`` of a rate-limit fault: ``retry_after``
+    is text sent verbatim, ``retry_after_s`` a number of seconds."""
+    if "retry_after" not in spec:
+        return float(spec["retry_after_s"])
+    header = spec["retry_after"]
+    if not isinstance(header, str):
+        raise TypeError(f"retry_after must be a string, found {header!r}")
+    return header
 
 
 def _answer(answer: StoredAnswer) -> web.Response:

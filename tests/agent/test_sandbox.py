@@ -381,6 +381,58 @@ class TestSandboxFaults:
         assert retry_after == "7"
         assert recovered == 200
 
+    async def test_admin_endpoint_sends_text_verbatim(
+        self, sandbox: SandboxApi, http: aiohttp.ClientSession
+    ) -> None:
+        text = "Fri, 31 Dec 9999 23:59:59 GMT"
+        scheduled, _ = await call(
+            http,
+            sandbox,
+            "POST",
+            "/_sandbox/faults",
+            body={"kind": "rate_limit", "retry_after": text},
+        )
+        async with http.get(sandbox.base_url + "/api/v1/assets", headers=AUTH) as r:
+            limited, retry_after = r.status, r.headers["Retry-After"]
+        assert scheduled == 200
+        assert limited == 429
+        assert retry_after == text
+
+    @pytest.mark.parametrize(
+        "spec",
+        [
+            {"kind": "rate_limit", "retry_after": 7},
+            {"kind": "rate_limit", "retry_after": "7\r\nX-Injected: 1"},
+            {"kind": "rate_limit", "retry_after_s": "inf"},
+            {"kind": "rate_limit"},
+        ],
+        ids=["number_as_text", "line_break", "infinite_seconds", "missing"],
+    )
+    async def test_admin_endpoint_rejects_invalid_retry_after(
+        self, sandbox: SandboxApi, http: aiohttp.ClientSession, spec: dict[str, object]
+    ) -> None:
+        status, body = await call(http, sandbox, "POST", "/_sandbox/faults", body=spec)
+        recovered, _ = await call(http, sandbox, "GET", "/api/v1/assets")
+        assert status == 400
+        assert body["error"]["code"] == "invalid_fault"
+        assert recovered == 200
+
+    @pytest.mark.parametrize("text", ["7\n", "7\r", "\x00", "7\x7f"])
+    def test_rate_limit_rejects_control_character(
+        self, sandbox: SandboxApi, text: str
+    ) -> None:
+        with pytest.raises(ValueError, match="control characters"):
+            sandbox.rate_limit_next(1, text)
+
+    async def test_records_idempotency_key(
+        self, sandbox: SandboxApi, http: aiohttp.ClientSession
+    ) -> None:
+        body = {"items": [measurement()]}
+        await call(http, sandbox, "POST", "/api/v1/measurements", body=body, key="k-1")
+        await call(http, sandbox, "GET", "/api/v1/assets")
+        assert sandbox.requests[-2].idempotency_key == "k-1"
+        assert sandbox.requests[-1].idempotency_key is None
+
     async def test_admin_endpoint_needs_token(
         self, sandbox: SandboxApi, http: aiohttp.ClientSession
     ) -> None:

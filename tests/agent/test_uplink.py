@@ -7,7 +7,7 @@ import json
 import logging
 import math
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,8 +16,9 @@ from pydantic import SecretStr
 from agent.errors import ConfigError, UplinkError
 from agent.outbox import Outbox, OutboxItem, Priority
 from agent.settings import UplinkEndpointSettings, UplinkSettings
+from agent.uplink._http import parse_retry_after
 from agent.uplink.client import Uplink, UplinkState
-from agent.uplink.sandbox import SandboxApi
+from agent.uplink.sandbox import RequestRecord, SandboxApi
 from agent.uplink.token import TokenProvider, write_secret_file
 
 TOKEN = "sandbox-token-6b1f0c52a9e34d7f"
@@ -73,21 +74,28 @@ def outbox(tmp_path: Path) -> Outbox:
     box.close()
 
 
-def make_settings(sandbox: SandboxApi, token_file: Path) -> UplinkSettings:
+def make_settings(
+    sandbox: SandboxApi, token_file: Path, *, retry_max: float = 0.2
+) -> UplinkSettings:
     return UplinkSettings(
         sandbox=UplinkEndpointSettings(
             base_url=sandbox.base_url, token_file=token_file
         ),
         max_requests_per_s=1000,
-        retry_max=0.2,
+        retry_max=retry_max,
         request_timeout=5,
     )
 
 
 def make_uplink(
-    sandbox: SandboxApi, token_file: Path, outbox: Outbox, **kwargs: float
+    sandbox: SandboxApi,
+    token_file: Path,
+    outbox: Outbox,
+    *,
+    retry_max: float = 0.2,
+    **kwargs: float,
 ) -> Uplink:
-    settings = make_settings(sandbox, token_file)
+    settings = make_settings(sandbox, token_file, retry_max=retry_max)
     provider = TokenProvider(settings, environ={})
     tags = {"pump-1": "PUMP-0001", "pump-2": "PUMP-0002", "fan-9": "PUMP-1200"}
     return Uplink(settings, outbox, tags, provider, idle_poll_s=0.05, **kwargs)
@@ -101,6 +109,14 @@ def stored(sandbox: SandboxApi) -> list[dict]:
         if last is None:
             return rows
         cursor = last
+
+
+def capped_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.getMessage().startswith("uplink.retry_after_capped")
+    ]
 
 
 async def drain(uplink: Uplink, outbox: Outbox, timeout_s: float = 20) -> None:
@@ -238,7 +254,12 @@ class TestUplinkRejections:
 class TestUplinkRetries:
     @pytest.mark.parametrize("form", ["seconds", "http_date"])
     async def test_honours_retry_after(
-        self, sandbox: SandboxApi, token_file: Path, outbox: Outbox, form: str
+        self,
+        sandbox: SandboxApi,
+        token_file: Path,
+        outbox: Outbox,
+        caplog: pytest.LogCaptureFixture,
+        form: str,
     ) -> None:
         if form == "seconds":
             sandbox.rate_limit_next(1, 1, path=MEASUREMENTS)
@@ -247,12 +268,15 @@ class TestUplinkRetries:
             later = datetime.now(UTC) + timedelta(seconds=2.5)
             sandbox.rate_limit_next(1, later, path=MEASUREMENTS)
         outbox.put_many([reading(n) for n in range(3)])
-        uplink = make_uplink(sandbox, token_file, outbox)
-        await drain(uplink, outbox)
+        # A retry_max above both waits, so neither is capped.
+        uplink = make_uplink(sandbox, token_file, outbox, retry_max=5.0)
+        with caplog.at_level(logging.WARNING, logger="agent.uplink"):
+            await drain(uplink, outbox)
         posts = [r for r in sandbox.requests if r.path == MEASUREMENTS]
         assert [r.status for r in posts] == [429, 200]
         assert posts[1].at_s - posts[0].at_s >= 1.0
         assert len(stored(sandbox)) == 3
+        assert capped_logs(caplog) == []
 
     async def test_retries_server_error_burst(
         self, sandbox: SandboxApi, token_file: Path, outbox: Outbox
@@ -284,6 +308,225 @@ class TestUplinkRetries:
         assert posts[0].status is None
         assert len(rows) == 20
         assert len({(r["asset_id"], r["timestamp"]) for r in rows}) == 20
+
+
+CAP_S = 0.5
+"""``retry_max`` in the capping tests: short, so that they run fast."""
+
+JITTER_BOUND_S = 0.2
+"""Largest jitter on a 429 wait of ``CAP_S``: 10 % of it, but at least 0.2 s."""
+
+LOOPBACK_ALLOWANCE_S = 0.3
+"""Time the retried request spends in the client and the sandbox after the
+wait, before the sandbox records it. Loopback handling takes milliseconds,
+so this is a generous margin."""
+
+
+def measurement_posts(sandbox: SandboxApi) -> list[RequestRecord]:
+    return [r for r in sandbox.requests if r.path == MEASUREMENTS]
+
+
+class TestUplinkRetryAfterCap:
+    @pytest.mark.parametrize(
+        ("header", "requested_s"),
+        [
+            ("86400", 86400.0),
+            ("1" + "0" * 30, 1e30),
+            ("9" * 400, math.inf),
+        ],
+        ids=["one_day", "ten_to_the_30", "beyond_float"],
+    )
+    async def test_huge_seconds_wait_cap(
+        self,
+        sandbox: SandboxApi,
+        token_file: Path,
+        outbox: Outbox,
+        caplog: pytest.LogCaptureFixture,
+        header: str,
+        requested_s: float,
+    ) -> None:
+        sandbox.rate_limit_next(1, header, path=MEASUREMENTS)
+        outbox.put_many([reading(n) for n in range(3)])
+        uplink = make_uplink(sandbox, token_file, outbox, retry_max=CAP_S)
+        with caplog.at_level(logging.WARNING, logger="agent.uplink"):
+            await drain(uplink, outbox)
+
+        capped = capped_logs(caplog)
+        assert len(capped) == 1
+        assert capped[0].levelno == logging.WARNING
+        logged_requested_s, logged_wait_s, logged_max_s = capped[0].args
+        assert logged_requested_s == requested_s
+        assert logged_max_s == CAP_S
+        assert logged_wait_s >= CAP_S
+        assert logged_wait_s <= CAP_S + JITTER_BOUND_S
+
+        posts = measurement_posts(sandbox)
+        measured_s = posts[1].at_s - posts[0].at_s
+        assert [r.status for r in posts] == [429, 200]
+        assert measured_s >= logged_wait_s
+        assert measured_s <= CAP_S + JITTER_BOUND_S + LOOPBACK_ALLOWANCE_S
+
+        assert posts[1].idempotency_key == posts[0].idempotency_key
+        assert [r["value"] for r in stored(sandbox)] == [0.0, 0.1, 0.2]
+        assert outbox.stats().delivered == 3
+        assert outbox.stats().dead_lettered == 0
+        assert uplink.state is UplinkState.OK
+
+    async def test_distant_http_date_waits_cap(
+        self,
+        sandbox: SandboxApi,
+        token_file: Path,
+        outbox: Outbox,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        distant = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+        sandbox.rate_limit_next(1, distant, path=MEASUREMENTS)
+        outbox.put_many([reading(n) for n in range(3)])
+        uplink = make_uplink(sandbox, token_file, outbox, retry_max=CAP_S)
+        with caplog.at_level(logging.WARNING, logger="agent.uplink"):
+            await drain(uplink, outbox)
+
+        expected_s = (distant - datetime.now(UTC)).total_seconds()
+        capped = capped_logs(caplog)
+        assert len(capped) == 1
+        logged_requested_s, logged_wait_s, _ = capped[0].args
+        assert logged_requested_s == pytest.approx(expected_s, abs=60)
+        assert logged_wait_s >= CAP_S
+        assert logged_wait_s <= CAP_S + JITTER_BOUND_S
+
+        posts = measurement_posts(sandbox)
+        measured_s = posts[1].at_s - posts[0].at_s
+        assert [r.status for r in posts] == [429, 200]
+        assert measured_s >= CAP_S
+        assert measured_s <= CAP_S + JITTER_BOUND_S + LOOPBACK_ALLOWANCE_S
+        assert posts[1].idempotency_key == posts[0].idempotency_key
+        assert len(stored(sandbox)) == 3
+
+    async def test_wait_within_cap_not_capped(
+        self,
+        sandbox: SandboxApi,
+        token_file: Path,
+        outbox: Outbox,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        sandbox.rate_limit_next(1, "1", path=MEASUREMENTS)
+        outbox.put_many([reading(0)])
+        uplink = make_uplink(sandbox, token_file, outbox, retry_max=1.0)
+        with caplog.at_level(logging.WARNING, logger="agent.uplink"):
+            await drain(uplink, outbox)
+        posts = measurement_posts(sandbox)
+        assert [r.status for r in posts] == [429, 200]
+        assert posts[1].at_s - posts[0].at_s >= 1.0
+        assert capped_logs(caplog) == []
+
+    @pytest.mark.parametrize(
+        "header",
+        [
+            "-5",
+            "soon",
+            "1e30",
+            "1.5",
+            "²",
+            "Thu, 01 Jan 1970 00:00:00 GMT",
+            "Mon, 01 Jan 99999999999999999999 00:00:00 GMT",
+        ],
+        ids=[
+            "negative",
+            "garbage",
+            "exponent",
+            "fraction",
+            "superscript_digit",
+            "past_date",
+            "year_too_large",
+        ],
+    )
+    async def test_unusable_value_waits_bounded(
+        self,
+        sandbox: SandboxApi,
+        token_file: Path,
+        outbox: Outbox,
+        caplog: pytest.LogCaptureFixture,
+        header: str,
+    ) -> None:
+        # A past date waits only the jitter. The other values are unreadable
+        # and wait the backoff, which retry_max also caps.
+        sandbox.rate_limit_next(1, header, path=MEASUREMENTS)
+        outbox.put_many([reading(n) for n in range(3)])
+        uplink = make_uplink(sandbox, token_file, outbox, retry_max=CAP_S)
+        with caplog.at_level(logging.WARNING, logger="agent.uplink"):
+            await drain(uplink, outbox)
+
+        posts = measurement_posts(sandbox)
+        measured_s = posts[1].at_s - posts[0].at_s
+        assert [r.status for r in posts] == [429, 200]
+        assert measured_s <= CAP_S + JITTER_BOUND_S + LOOPBACK_ALLOWANCE_S
+        assert posts[1].idempotency_key == posts[0].idempotency_key
+        assert len(stored(sandbox)) == 3
+        assert capped_logs(caplog) == []
+        assert uplink.state is UplinkState.OK
+
+
+class TestParseRetryAfter:
+    @pytest.mark.parametrize(
+        ("value", "expected_s"),
+        [("120", 120.0), (" 7 ", 7.0), ("0", 0.0), ("007", 7.0)],
+    )
+    def test_reads_whole_seconds(self, value: str, expected_s: float) -> None:
+        assert parse_retry_after(value, now=START) == expected_s
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "Sun, 01 Mar 2026 00:01:30 GMT",
+            "Sun, 01 Mar 2026 01:01:30 +0100",
+            "Sun, 01 Mar 2026 00:01:30 -0000",
+        ],
+        ids=["gmt", "offset", "no_zone"],
+    )
+    def test_reads_http_date(self, value: str) -> None:
+        # START is 2026-03-01 00:00:00 UTC, so each date is 90 s later.
+        assert parse_retry_after(value, now=START) == 90.0
+
+    @pytest.mark.parametrize(
+        "value",
+        ["Thu, 01 Jan 1970 00:00:00 GMT", "Sat, 28 Feb 2026 23:59:59 GMT"],
+        ids=["epoch", "one_second_ago"],
+    )
+    def test_past_date_is_zero(self, value: str) -> None:
+        assert parse_retry_after(value, now=START) == 0.0
+
+    def test_reads_last_representable_date(self) -> None:
+        days = date(9999, 12, 31).toordinal() - date(2026, 3, 1).toordinal()
+        expected_s = days * 86400.0 + 86399.0
+        value = "Fri, 31 Dec 9999 23:59:59 GMT"
+        assert parse_retry_after(value, now=START) == expected_s
+
+    def test_reads_ten_to_the_30(self) -> None:
+        assert parse_retry_after("1" + "0" * 30, now=START) == 1e30
+
+    def test_number_beyond_float_is_inf(self) -> None:
+        assert parse_retry_after("9" * 400, now=START) == math.inf
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            None,
+            "",
+            "-5",
+            "+5",
+            "soon",
+            "1.5",
+            "1e30",
+            "nan",
+            "²",
+            "Mon, 01 Jan 10000 00:00:00 GMT",
+            "Mon, 01 Jan 99999999999999999999 00:00:00 GMT",
+            "Sun, 01 Mar 2026 25:00:00 GMT",
+            "Sun, 01 Mar 2026 00:00:00 +9999",
+        ],
+    )
+    def test_unreadable_value_is_none(self, value: str | None) -> None:
+        assert parse_retry_after(value, now=START) is None
 
 
 class TestUplinkTokenRevocation:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 from agent.errors import UplinkUnavailableError
 from agent.outbox import Outbox, OutboxItem, Priority
 from agent.settings import UplinkEndpointSettings, UplinkSettings
-from agent.uplink._http import MAX_REPLY_BYTES, Reply
+from agent.uplink._http import MAX_REPLY_BYTES, Reply, parse_retry_after
 from agent.uplink.client import Uplink, UplinkState, _rejected_indices
 from agent.uplink.token import TokenProvider, write_secret_file
 
@@ -319,3 +320,52 @@ class TestRejectedIndices:
         body = json.dumps({"accepted": 0, "rejected": [entry] * 500})
 
         assert len(body) < MAX_REPLY_BYTES
+
+
+date_tokens = st.sampled_from(
+    [
+        "Sun,",
+        "Mon,",
+        "01",
+        "31",
+        "Mar",
+        "Dec",
+        "1970",
+        "2026",
+        "9999",
+        "10000",
+        "99999999999999999999",
+        "-1",
+        "00:00:00",
+        "23:59:59",
+        "24:61:61",
+        "GMT",
+        "UT",
+        "EST",
+        "+0100",
+        "-0000",
+        "+9999",
+        "1e30",
+        "²",
+    ]
+)
+retry_after_values = (
+    st.text(max_size=40)
+    | st.lists(date_tokens, min_size=1, max_size=7).map(" ".join)
+    | st.integers(-(10**40), 10**400).map(str)
+)
+
+
+class TestParseRetryAfter:
+    @settings(max_examples=2000, deadline=None)
+    @given(value=retry_after_values)
+    def test_none_or_non_negative_seconds(self, value: str) -> None:
+        wait_s = parse_retry_after(value, now=datetime(2026, 3, 1, tzinfo=UTC))
+
+        if wait_s is not None:
+            assert not math.isnan(wait_s)
+            assert wait_s >= 0.0
+
+    @given(seconds=st.integers(0, 2**53))
+    def test_whole_seconds_read_exactly(self, seconds: int) -> None:
+        assert parse_retry_after(str(seconds)) == seconds
