@@ -162,6 +162,12 @@ class Uplink:
                 except OutboxError as exc:
                     logger.error("uplink.outbox_failed cause=%s", exc)
                     wait_s = self.idle_poll_s
+                except Exception:
+                    # A defect in one step must not end delivery until the
+                    # next restart: the batch stays leased in the outbox and
+                    # is sent again, with its key, once the lease expires.
+                    logger.exception("uplink.step_failed")
+                    wait_s = self._backoff.next_delay()
                 # Only an idle wait ends early when new items are stored; a
                 # retry backoff runs its course whatever arrives meanwhile.
                 idle = wait_s is None

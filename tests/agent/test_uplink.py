@@ -193,6 +193,36 @@ class TestUplinkDelivery:
             await task
         assert len(stored(sandbox)) == 1
 
+    async def test_unexpected_error_does_not_end_loop(
+        self,
+        sandbox: SandboxApi,
+        token_file: Path,
+        outbox: Outbox,
+        caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # No real input is known to raise here any more, so a defect is
+        # simulated: the first delivery step raises a RuntimeError.
+        uplink = make_uplink(sandbox, token_file, outbox)
+        step = uplink._step
+        calls = 0
+
+        async def failing_once() -> float | None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("defect")
+            return await step()
+
+        monkeypatch.setattr(uplink, "_step", failing_once)
+        outbox.put_many([reading(n) for n in range(5)])
+        with caplog.at_level(logging.ERROR, logger="agent.uplink.client"):
+            await drain(uplink, outbox)
+        failures = [r for r in caplog.records if r.getMessage() == "uplink.step_failed"]
+        assert len(failures) == 1
+        assert failures[0].exc_info is not None
+        assert len(stored(sandbox)) == 5
+
 
 class TestUplinkRejections:
     async def test_rejected_item_does_not_block_others(
