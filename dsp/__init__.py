@@ -44,6 +44,7 @@ from dsp.velocity import (
     ZONE_BOUNDARIES_MM_S,
     IsoZone,
     iso_zone,
+    velocity_band_hz,
     velocity_rms_mm_s,
 )
 
@@ -82,6 +83,7 @@ __all__ = [
     "saturation_ppm",
     "scale_number",
     "trend_slope_per_day",
+    "velocity_band_hz",
     "velocity_rms_mm_s",
     "water_saturation_percent",
 ]

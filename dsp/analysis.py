@@ -37,7 +37,9 @@ from dsp.velocity import (
     IsoGroup,
     IsoZone,
     acceleration_scale_m_s2,
+    fit_velocity_band,
     iso_zone,
+    velocity_band_hz,
     velocity_rms_mm_s,
 )
 
@@ -84,7 +86,10 @@ class Analysis:
 
     Parts that need a shaft speed or a bearing are None when those are
     missing, and ``skipped`` maps each such part to the reason.
-    Amplitudes are in ``unit``; velocity in mm/s.
+    Amplitudes are in ``unit`` and velocity in mm/s. ``velocity_band_hz``
+    is the band in Hz that the velocity RMS integrates, which is the ISO
+    20816-3 range for ``rpm`` fitted to the Nyquist rate and to the first
+    bin above DC.
     """
 
     fs_hz: float
@@ -93,6 +98,7 @@ class Analysis:
     rpm: float | None
     time_domain: TimeDomain
     velocity_rms_mm_s: float
+    velocity_band_hz: tuple[float, float]
     iso_zone: IsoZone
     orders: Orders | None
     defect_frequencies: DefectFrequencies | None
@@ -139,8 +145,10 @@ def analyse(
     fs_hz : float
         Sample rate in Hz.
     rpm : float or None
-        Shaft speed in revolutions per minute; None skips the orders,
-        the envelope and the diagnosis, and records why in ``skipped``.
+        Shaft speed in revolutions per minute. It selects the velocity
+        band (2-1000 Hz up to 600 r/min, 10-1000 Hz above or when None).
+        None also skips the orders, the envelope and the diagnosis, and
+        records why in ``skipped``.
     machine : MachineInfo or None
         Machine class, bearing and envelope band; None uses the defaults.
     unit : {"g", "m/s2"}
@@ -150,12 +158,20 @@ def analyse(
     -------
     Analysis
 
+    Warns
+    -----
+    UserWarning
+        When a velocity or envelope band edge is moved to fit the
+        spectrum (see ``fit_velocity_band``), or ``rpm`` is below the
+        120 r/min lower limit of ISO 20816-3.
+
     Raises
     ------
     ValueError
         On NaN or infinite samples, fewer than 256 samples, ``fs_hz <=
-        0``, ``rpm <= 0``, an unknown unit, or an envelope band that does
-        not fit below the Nyquist rate.
+        0``, ``rpm <= 0``, an unknown unit, an envelope band that does
+        not fit below the Nyquist rate, or a velocity band that contains
+        no bin of the spectrum.
     """
     machine = machine or MachineInfo()
     x = validate_waveform(samples, fs_hz)
@@ -167,7 +183,8 @@ def analyse(
     centred = x - mean
     spectrum = _spectrum_of_valid(centred, fs_hz)
     time_domain = time_domain_indicators(centred, mean)
-    velocity = velocity_rms_mm_s(spectrum, unit=unit)
+    velocity_band = fit_velocity_band(spectrum, velocity_band_hz(rpm))
+    velocity = velocity_rms_mm_s(spectrum, unit=unit, band_hz=velocity_band)
     zone = iso_zone(velocity, group=machine.iso_group, foundation=machine.foundation)
 
     skipped: dict[str, str] = {}
@@ -213,6 +230,7 @@ def analyse(
         rpm=None if rpm is None else float(rpm),
         time_domain=time_domain,
         velocity_rms_mm_s=velocity,
+        velocity_band_hz=velocity_band,
         iso_zone=zone,
         orders=orders,
         defect_frequencies=frequencies,

@@ -253,8 +253,10 @@ def _emit(path: Path, analysis: Analysis, args: argparse.Namespace) -> None:
         f"  RMS {td.rms:.4g} {analysis.unit}, peak {td.peak:.4g}, "
         f"crest factor {_fmt(td.crest_factor)}, kurtosis {_fmt(td.kurtosis)}"
     )
+    low_hz, high_hz = analysis.velocity_band_hz
     print(
-        f"  velocity {analysis.velocity_rms_mm_s:.3g} mm/s RMS (10-1000 Hz), "
+        f"  velocity {analysis.velocity_rms_mm_s:.3g} mm/s RMS "
+        f"({low_hz:.3g}-{high_hz:.4g} Hz), "
         f"ISO 20816-3 zone {analysis.iso_zone.value}"
     )
     if analysis.defect_frequencies is not None:

@@ -31,6 +31,7 @@ MACHINE_6205 = MachineInfo(bearing=bearing_by_model("6205"))
 # (length, offset): the whole record, then blocks as a sensor delivers them.
 BLOCKS = [(None, 0), (65536, 0), (16384, 0), (16384, 57344)]
 RACE_FAULTS = {Condition.INNER_RACE, Condition.OUTER_RACE}
+G = 9.80665
 
 
 def analyse_recording(name: str, length: int | None, offset: int):
@@ -192,6 +193,59 @@ class TestAnalyseInputs:
         assert "Nyquist" in result.skipped["envelope"]
 
 
+# The running speed of a 300 r/min machine is a 5 Hz sine, here 0.01 g
+# for 30000 samples at 2560 Hz (bins 0.0853 Hz apart). In the 2-1000 Hz
+# band its velocity RMS is A / (2 pi f) / sqrt(2). The tolerance of 2e-3
+# covers the 1 / f**2 weight varying across the Hann lobe, an estimated
+# (0.0853 / 5)**2 / 2 = 1.5e-4.
+SLOW_FS_HZ = 2560.0
+SLOW_TONE_HZ = 5.0
+SLOW_TONE_G = 0.01
+SLOW_VELOCITY_MM_S = (
+    SLOW_TONE_G * G / (2 * math.pi * SLOW_TONE_HZ) / math.sqrt(2) * 1000
+)
+
+
+def slow_machine_block(n: int = 30000, fs_hz: float = SLOW_FS_HZ) -> np.ndarray:
+    t = np.arange(n) / fs_hz
+    return SLOW_TONE_G * np.sin(2 * np.pi * SLOW_TONE_HZ * t)
+
+
+class TestAnalyseVelocityBand:
+    def test_slow_machine_counts_running_speed(self) -> None:
+        result = analyse(slow_machine_block(), fs_hz=SLOW_FS_HZ, rpm=300.0)
+        assert result.velocity_band_hz == (2.0, 1000.0)
+        assert result.velocity_rms_mm_s == pytest.approx(SLOW_VELOCITY_MM_S, rel=2e-3)
+
+    @pytest.mark.parametrize("rpm", [1800.0, None])
+    def test_fast_or_unknown_speed_excludes_5_hz(self, rpm: float | None) -> None:
+        result = analyse(slow_machine_block(), fs_hz=SLOW_FS_HZ, rpm=rpm)
+        assert result.velocity_band_hz == (10.0, 1000.0)
+        assert result.velocity_rms_mm_s < 1e-3 * SLOW_VELOCITY_MM_S
+
+    @pytest.mark.filterwarnings("error")
+    @pytest.mark.parametrize(
+        ("rpm", "expected"),
+        [(120.0, (2.0, 1000.0)), (600.0, (2.0, 1000.0)), (601.0, (10.0, 1000.0))],
+    )
+    def test_band_boundaries(self, rpm: float, expected: tuple[float, float]) -> None:
+        result = analyse(slow_machine_block(), fs_hz=SLOW_FS_HZ, rpm=rpm)
+        assert result.velocity_band_hz == expected
+
+    def test_below_120_rpm_warns_and_keeps_2_hz(self) -> None:
+        with pytest.warns(UserWarning, match="119 r/min is below 120 r/min"):
+            result = analyse(slow_machine_block(), fs_hz=SLOW_FS_HZ, rpm=119.0)
+        assert result.velocity_band_hz == (2.0, 1000.0)
+        assert result.velocity_rms_mm_s == pytest.approx(SLOW_VELOCITY_MM_S, rel=2e-3)
+
+    def test_short_block_records_raised_edge(self) -> None:
+        # 4096 samples at 12 kHz put the first bin above DC at 2.93 Hz.
+        samples = slow_machine_block(4096, 12000.0)
+        with pytest.warns(UserWarning, match="from 2 Hz to 2.93 Hz"):
+            result = analyse(samples, fs_hz=12000.0, rpm=300.0)
+        assert result.velocity_band_hz == (12000.0 / 4096, 1000.0)
+
+
 class TestAnalysisToDict:
     def test_round_trips_through_strict_json(self) -> None:
         result = analyse_recording("inner_race_007_105", 16384, 0)
@@ -202,3 +256,8 @@ class TestAnalysisToDict:
             5.4152 * 1797 / 60, rel=1e-4
         )
         assert isinstance(data["diagnosis"]["lines"], list)
+
+    def test_velocity_band_is_a_list_of_hz(self) -> None:
+        result = analyse(slow_machine_block(), fs_hz=SLOW_FS_HZ, rpm=300.0)
+        data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+        assert data["velocity_band_hz"] == [2.0, 1000.0]
