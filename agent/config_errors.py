@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from agent.settings import SECRET_KEYS, SettingsRuleError
 from agent.toml_locator import TomlLocator
+from agent.units import describe_boolean
 
 KeyPath = tuple[str | int, ...]
 Locate = Callable[[KeyPath], tuple[str, int | None]]
@@ -192,7 +193,13 @@ def clean_loc(root: Any, loc: Sequence[str | int]) -> KeyPath:
 
 
 def _found(value: Any) -> str:
-    """Show a scalar with ``!r``; never echo a table or array whole."""
+    """Show a scalar with ``!r``; never echo a table or array whole.
+
+    A boolean is named as one and spelled as in TOML (``a boolean (true)``),
+    because ``True`` would read as text that the file does not contain.
+    """
+    if isinstance(value, bool):
+        return describe_boolean(value)
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list | tuple):

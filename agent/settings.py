@@ -4,8 +4,10 @@ Sources, highest precedence first: explicit overrides passed to
 :func:`load_settings`, ``CMAGENT_`` environment variables (``__`` nests, as
 in ``CMAGENT_MQTT__HOST``), the TOML file, then the defaults below. Every
 model forbids unknown keys so a misspelled key is an error, not a silent
-default. Secrets (the uplink token, the MQTT password) are never read from
-TOML: they come from systemd credentials, the environment or a 0600 file.
+default. Every numeric field rejects a boolean, so a new one is declared
+with ``ConfigInt``, ``ConfigFloat`` or ``RejectBoolean``. Secrets (the
+uplink token, the MQTT password) are never read from TOML: they come from
+systemd credentials, the environment or a 0600 file.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from agent.settings_types import ConfigFloat, ConfigInt, RejectBoolean
 from agent.units import DurationS, SizeBytes
 
 logger = logging.getLogger(__name__)
@@ -120,7 +123,7 @@ class ModbusPointSettings(StrictModel):
     """
 
     table: Literal["holding", "input", "coil", "discrete_input"] = "holding"
-    address: int = Field(ge=0, le=65535)
+    address: ConfigInt = Field(ge=0, le=65535)
     type: Literal[
         "int16",
         "uint16",
@@ -133,14 +136,14 @@ class ModbusPointSettings(StrictModel):
         "bool",
         "string",
     ] = "uint16"
-    count: int | None = Field(default=None, ge=1, le=125)
+    count: ConfigInt | None = Field(default=None, ge=1, le=125)
     byte_order: Literal["big", "little"] = "big"
     word_order: Literal["big", "little"] = "big"
-    scale: float = 1.0
-    offset: float = 0.0
-    bit: int | None = Field(default=None, ge=0, le=15)
+    scale: ConfigFloat = 1.0
+    offset: ConfigFloat = 0.0
+    bit: ConfigInt | None = Field(default=None, ge=0, le=15)
     unit: str = ""
-    range: tuple[float, float] | None = None
+    range: tuple[ConfigFloat, ConfigFloat] | None = None
     asset: Identifier | None = None
 
     @model_validator(mode="before")
@@ -232,28 +235,28 @@ class ModbusWaveformSettings(StrictModel):
     """A waveform capture block; see ``drivers.spec.ModbusWaveformSpec``."""
 
     table: Literal["holding", "input"] = "input"
-    block_address: int = Field(ge=0)
+    block_address: ConfigInt = Field(ge=0)
     sample_type: Literal["int16", "float32"] = "float32"
-    max_samples: int = Field(ge=16, le=1_048_576)
-    sample_count_address: int = Field(ge=0)
+    max_samples: ConfigInt = Field(ge=16, le=1_048_576)
+    sample_count_address: ConfigInt = Field(ge=0)
     sample_count_type: Literal["uint16", "uint32"] = "uint32"
-    sample_rate_address: int = Field(ge=0)
+    sample_rate_address: ConfigInt = Field(ge=0)
     sample_rate_type: Literal["uint16", "uint32", "float32"] = "float32"
-    sequence_address: int = Field(ge=0)
-    ready_address: int | None = Field(default=None, ge=0)
-    trigger_address: int | None = Field(default=None, ge=0)
-    rpm_address: int | None = Field(default=None, ge=0)
+    sequence_address: ConfigInt = Field(ge=0)
+    ready_address: ConfigInt | None = Field(default=None, ge=0)
+    trigger_address: ConfigInt | None = Field(default=None, ge=0)
+    rpm_address: ConfigInt | None = Field(default=None, ge=0)
     rpm_type: Literal["uint16", "uint32", "float32"] = "float32"
     byte_order: Literal["big", "little"] = "big"
     word_order: Literal["big", "little"] = "big"
-    scale: float = 1.0
+    scale: ConfigFloat = 1.0
     unit: Literal["g", "m/s2"] = "g"
-    chunk_registers: int = Field(default=120, ge=2, le=125)
+    chunk_registers: ConfigInt = Field(default=120, ge=2, le=125)
     ready_timeout: DurationS = 5.0
-    capture_length_address: int | None = Field(default=None, ge=0)
-    capture_samples: int | None = Field(default=None, ge=16)
-    page_address: int | None = Field(default=None, ge=0)
-    page_samples: int | None = Field(default=None, ge=1)
+    capture_length_address: ConfigInt | None = Field(default=None, ge=0)
+    capture_samples: ConfigInt | None = Field(default=None, ge=16)
+    page_address: ConfigInt | None = Field(default=None, ge=0)
+    page_samples: ConfigInt | None = Field(default=None, ge=1)
     asset: Identifier | None = None
 
     @model_validator(mode="after")
@@ -331,9 +334,9 @@ class OpcUaNodeSettings(StrictModel):
 
 class OpcUaPointSettings(OpcUaNodeSettings):
     unit: str = ""
-    scale: float = 1.0
-    offset: float = 0.0
-    range: tuple[float, float] | None = None
+    scale: ConfigFloat = 1.0
+    offset: ConfigFloat = 0.0
+    range: tuple[ConfigFloat, ConfigFloat] | None = None
     asset: Identifier | None = None
 
     def _node_problems(self) -> list[tuple[str, str]]:
@@ -346,7 +349,7 @@ class OpcUaWaveformSettings(StrictModel):
     rpm: OpcUaNodeSettings | None = None
     sequence: OpcUaNodeSettings | None = None
     unit: Literal["g", "m/s2"] = "g"
-    scale: float = 1.0
+    scale: ConfigFloat = 1.0
     asset: Identifier | None = None
 
 
@@ -372,14 +375,14 @@ class DeviceCommon(StrictModel):
 class ModbusTcpDeviceSettings(DeviceCommon):
     driver: Literal["modbus_tcp"]
     host: str
-    port: int = Field(default=502, ge=1, le=65535)
-    unit_id: int = Field(default=1, ge=0, le=255)
+    port: ConfigInt = Field(default=502, ge=1, le=65535)
+    unit_id: ConfigInt = Field(default=1, ge=0, le=255)
     timeout: DurationS = 2.0
     connect_timeout: DurationS = 5.0
-    retries: int = Field(default=1, ge=0, le=10)
+    retries: ConfigInt = Field(default=1, ge=0, le=10)
     transaction_id_check: Literal["strict", "lenient"] = "strict"
-    max_registers_per_request: int = Field(default=125, ge=1, le=125)
-    max_gap_registers: int = Field(default=10, ge=0, le=124)
+    max_registers_per_request: ConfigInt = Field(default=125, ge=1, le=125)
+    max_gap_registers: ConfigInt = Field(default=10, ge=0, le=124)
     points: dict[Identifier, ModbusPointSettings] = {}
     waveforms: dict[Identifier, ModbusWaveformSettings] = {}
 
@@ -387,15 +390,15 @@ class ModbusTcpDeviceSettings(DeviceCommon):
 class ModbusRtuDeviceSettings(DeviceCommon):
     driver: Literal["modbus_rtu"]
     serial_port: str
-    baudrate: int = Field(default=19200, ge=300, le=1_000_000)
+    baudrate: ConfigInt = Field(default=19200, ge=300, le=1_000_000)
     parity: Literal["N", "E", "O"] = "E"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
-    unit_id: int = Field(default=1, ge=1, le=247)
+    stopbits: Annotated[Literal[1, 2], RejectBoolean()] = 1
+    bytesize: Annotated[Literal[7, 8], RejectBoolean()] = 8
+    unit_id: ConfigInt = Field(default=1, ge=1, le=247)
     timeout: DurationS = 1.0
-    retries: int = Field(default=1, ge=0, le=10)
-    max_registers_per_request: int = Field(default=125, ge=1, le=125)
-    max_gap_registers: int = Field(default=10, ge=0, le=124)
+    retries: ConfigInt = Field(default=1, ge=0, le=10)
+    max_registers_per_request: ConfigInt = Field(default=125, ge=1, le=125)
+    max_gap_registers: ConfigInt = Field(default=10, ge=0, le=124)
     points: dict[Identifier, ModbusPointSettings] = {}
     waveforms: dict[Identifier, ModbusWaveformSettings] = {}
 
@@ -423,7 +426,7 @@ class OpcUaDeviceSettings(DeviceCommon):
     request_timeout: DurationS = 4.0
     use_subscriptions: bool = True
     publishing_interval: DurationS = 1.0
-    max_message_size: int = Field(default=0, ge=0)
+    max_message_size: ConfigInt = Field(default=0, ge=0)
     points: dict[Identifier, OpcUaPointSettings] = {}
     waveforms: dict[Identifier, OpcUaWaveformSettings] = {}
 
@@ -524,26 +527,26 @@ DeviceSettings = Annotated[
 class BearingGeometrySettings(StrictModel):
     """Rolling-element bearing geometry; diameters in any one unit."""
 
-    balls: int = Field(ge=3, le=100)
-    ball_diameter: float = Field(gt=0)
-    pitch_diameter: float = Field(gt=0)
-    contact_angle_deg: float = Field(default=0.0, ge=0, lt=90)
+    balls: ConfigInt = Field(ge=3, le=100)
+    ball_diameter: ConfigFloat = Field(gt=0)
+    pitch_diameter: ConfigFloat = Field(gt=0)
+    contact_angle_deg: ConfigFloat = Field(default=0.0, ge=0, lt=90)
 
 
 class OilLimitsSettings(StrictModel):
     """Oil-condition limits: ISO 4406 codes (>4/>6/>14 µm) and water saturation."""
 
-    iso4406_warning: tuple[int, int, int] = (18, 16, 13)
-    iso4406_alarm: tuple[int, int, int] = (20, 18, 15)
-    water_saturation_warning_pct: float = Field(default=60.0, ge=0, le=100)
-    water_saturation_alarm_pct: float = Field(default=80.0, ge=0, le=100)
+    iso4406_warning: tuple[ConfigInt, ConfigInt, ConfigInt] = (18, 16, 13)
+    iso4406_alarm: tuple[ConfigInt, ConfigInt, ConfigInt] = (20, 18, 15)
+    water_saturation_warning_pct: ConfigFloat = Field(default=60.0, ge=0, le=100)
+    water_saturation_alarm_pct: ConfigFloat = Field(default=80.0, ge=0, le=100)
 
 
 class ThresholdSettings(StrictModel):
     """Fixed limits for one indicator; they override the learned baseline."""
 
-    warning: float | None = None
-    alarm: float | None = None
+    warning: ConfigFloat | None = None
+    alarm: ConfigFloat | None = None
 
 
 class AssetSettings(StrictModel):
@@ -556,13 +559,13 @@ class AssetSettings(StrictModel):
 
     name: str = ""
     remote_tag: str | None = None
-    iso_group: Literal[1, 2] = 2
+    iso_group: Annotated[Literal[1, 2], RejectBoolean()] = 2
     foundation: Literal["rigid", "flexible"] = "rigid"
-    rpm: float | None = Field(default=None, gt=0, le=100_000)
+    rpm: ConfigFloat | None = Field(default=None, gt=0, le=100_000)
     rpm_point: Identifier | None = None
     bearing: str | None = None
     bearing_geometry: BearingGeometrySettings | None = None
-    envelope_band_hz: tuple[float, float] | None = None
+    envelope_band_hz: tuple[ConfigFloat, ConfigFloat] | None = None
     oil: OilLimitsSettings | None = None
     thresholds: dict[Identifier, ThresholdSettings] = {}
 
@@ -590,10 +593,10 @@ class HealthSettings(StrictModel):
     for ``min_duration`` before it is raised.
     """
 
-    warmup_count: int = Field(default=10, ge=3, le=10_000)
-    warning_factor: float = Field(default=6.0, gt=0)
-    alarm_factor: float = Field(default=12.0, gt=0)
-    hysteresis: float = Field(default=0.1, ge=0, lt=1)
+    warmup_count: ConfigInt = Field(default=10, ge=3, le=10_000)
+    warning_factor: ConfigFloat = Field(default=6.0, gt=0)
+    alarm_factor: ConfigFloat = Field(default=12.0, gt=0)
+    hysteresis: ConfigFloat = Field(default=0.1, ge=0, lt=1)
     min_duration: DurationS = 0.0
 
 
@@ -602,7 +605,7 @@ class StoreSettings(StrictModel):
 
     path: Path | None = None
     max_bytes: SizeBytes = 200_000_000
-    batch_size: int = Field(default=500, ge=1, le=500)
+    batch_size: ConfigInt = Field(default=500, ge=1, le=500)
 
 
 class GatewaySettings(StrictModel):
@@ -625,20 +628,20 @@ class MqttSettings(StrictModel):
 
     enabled: bool = True
     host: str = "localhost"
-    port: int = Field(default=1883, ge=1, le=65535)
+    port: ConfigInt = Field(default=1883, ge=1, le=65535)
     client_id: str | None = None
     clean_session: bool = True
     keepalive: DurationS = 30.0
     protocol: Literal["3.1.1", "5"] = "3.1.1"
     topic_prefix: str = "cmagent/v1"
-    qos_readings: Literal[0, 1, 2] = 0
-    qos_health: Literal[0, 1, 2] = 0
-    qos_alarms: Literal[0, 1, 2] = 1
+    qos_readings: Annotated[Literal[0, 1, 2], RejectBoolean()] = 0
+    qos_health: Annotated[Literal[0, 1, 2], RejectBoolean()] = 0
+    qos_alarms: Annotated[Literal[0, 1, 2], RejectBoolean()] = 1
     username: str | None = None
     password_file: Path | None = None
     password: SecretStr | None = Field(default=None, repr=False, exclude=True)
     tls: MqttTlsSettings = MqttTlsSettings()
-    queue_size: int = Field(default=10_000, ge=1)
+    queue_size: ConfigInt = Field(default=10_000, ge=1)
     # Live values come back at most this long after the broker does; a
     # retry every 10 s costs a local broker nothing.
     reconnect_max: DurationS = 10.0
@@ -669,8 +672,8 @@ class UplinkSettings(StrictModel):
     assets_path: str = "/api/v1/assets"
     measurements_path: str = "/api/v1/measurements"
     maintenance_requests_path: str = "/api/v1/maintenance-requests"
-    batch_size: int = Field(default=500, ge=1, le=500)
-    max_requests_per_s: float = Field(default=5.0, gt=0)
+    batch_size: ConfigInt = Field(default=500, ge=1, le=500)
+    max_requests_per_s: ConfigFloat = Field(default=5.0, gt=0)
     request_timeout: DurationS = 10.0
     asset_refresh_interval: DurationS = 3600.0
     retry_max: DurationS = 300.0

@@ -20,6 +20,11 @@ _SIZE_UNITS: Final = {
 _NUMBER_UNIT: Final = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 
 
+def describe_boolean(value: bool) -> str:
+    """Return ``a boolean (true)``: how messages show a TOML boolean."""
+    return f"a boolean ({'true' if value else 'false'})"
+
+
 def parse_duration_s(value: object) -> float:
     """Return seconds for ``"30s"``, ``"5m"``, ``"250ms"``, ``"1h"`` or a number.
 
@@ -29,7 +34,10 @@ def parse_duration_s(value: object) -> float:
         ValueError: the text is not a non-negative number with a known unit.
     """
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as '30s' or '5m', found {value!r}")
+        raise ValueError(
+            "expected a duration such as '30s' or '5m', found "
+            + describe_boolean(value)
+        )
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"expected a duration of 0 or more, found {value!r}")
@@ -51,7 +59,9 @@ def parse_size_bytes(value: object) -> int:
         ValueError: the text is not a non-negative number with a known unit.
     """
     if isinstance(value, bool):
-        raise ValueError(f"expected a size such as '200MB', found {value!r}")
+        raise ValueError(
+            f"expected a size such as '200MB', found {describe_boolean(value)}"
+        )
     if isinstance(value, int) and value >= 0:
         return value
     if isinstance(value, str):

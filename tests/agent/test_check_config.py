@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.config_check import environment_warnings, inspect_config
+from agent.settings import ModbusPointSettings, ModbusTcpDeviceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -243,6 +244,121 @@ class TestPointRules:
             f"{path}:12: devices.ua.points.both.node_id: expected exactly one "
             "of node_id or browse_path, found both",
         ]
+
+
+class TestBooleanNumbers:
+    def test_booleans_reported_at_their_lines(self, tmp_path: Path) -> None:
+        lines = [
+            "[assets.pump1]",
+            "iso_group = true",
+            *MODBUS_DEVICE,
+            "unit_id = true",
+            "port = false",
+            "timeout = true",
+            "[devices.pump1.points.speed]",
+            "address = 8",
+            "scale = false",
+            "range = [0, true]",
+            "[store]",
+            "max_bytes = true",
+            "[mqtt]",
+            "qos_alarms = true",
+        ]
+        path = write(tmp_path / "agent.toml", lines)
+
+        def at(line: str) -> str:
+            return f"{path}:{lines.index(line) + 1}"
+
+        assert problem_lines(path) == [
+            f"{at('iso_group = true')}: assets.pump1.iso_group: expected 1 or 2, "
+            "found a boolean (true)",
+            f"{at('unit_id = true')}: devices.pump1.unit_id: expected an integer, "
+            "found a boolean (true)",
+            f"{at('port = false')}: devices.pump1.port: expected an integer, "
+            "found a boolean (false)",
+            f"{at('timeout = true')}: devices.pump1.timeout: expected a duration "
+            "such as '30s' or '5m', found a boolean (true)",
+            f"{at('scale = false')}: devices.pump1.points.speed.scale: expected a "
+            "number, found a boolean (false)",
+            f"{at('range = [0, true]')}: devices.pump1.points.speed.range[1]: "
+            "expected a number, found a boolean (true)",
+            f"{at('max_bytes = true')}: store.max_bytes: expected a size such as "
+            "'200MB', found a boolean (true)",
+            f"{at('qos_alarms = true')}: mqtt.qos_alarms: expected 0, 1 or 2, "
+            "found a boolean (true)",
+        ]
+
+    def test_boolean_in_profile_names_profile_file(self, tmp_path: Path) -> None:
+        devices = tmp_path / "devices"
+        devices.mkdir()
+        profile_lines = [
+            "[profile]",
+            'name = "my-sensor"',
+            'protocol = "modbus"',
+            "[points.temperature]",
+            "address = true",
+            'type = "float32"',
+        ]
+        profile = write(devices / "my-sensor.toml", profile_lines)
+        path = write(
+            tmp_path / "agent.toml",
+            ["[assets.pump1]", *MODBUS_DEVICE, 'profile = "my-sensor"'],
+        )
+        line = profile_lines.index("address = true") + 1
+
+        assert problem_lines(path) == [
+            f"{profile}:{line}: points.temperature.address: expected an integer, "
+            "found a boolean (true)",
+        ]
+
+    def test_integers_in_float_fields_pass(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "agent.toml",
+            [
+                "[assets.pump1]",
+                "rpm = 1480",
+                "envelope_band_hz = [500, 5000]",
+                *MODBUS_DEVICE,
+                "timeout = 2",
+                "points.speed = { address = 8, scale = 2, offset = -40 }",
+                "[health]",
+                "hysteresis = 0",
+            ],
+        )
+
+        report = inspect_config(path, environ={})
+
+        assert report.problems == []
+        assert report.settings is not None
+        assert report.settings.assets["pump1"].rpm == 1480.0
+        assert report.settings.assets["pump1"].envelope_band_hz == (500.0, 5000.0)
+        device = report.settings.devices["pump1"]
+        assert isinstance(device, ModbusTcpDeviceSettings)
+        assert device.timeout == 2.0
+        point = device.points["speed"]
+        assert isinstance(point, ModbusPointSettings)
+        assert (point.scale, point.offset) == (2.0, -40.0)
+        assert report.settings.health.hysteresis == 0.0
+
+    def test_environment_strings_pass(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "agent.toml", ["[assets.pump1]", *MODBUS_DEVICE])
+        environ = {
+            "CMAGENT_DEVICES__PUMP1__UNIT_ID": "3",
+            "CMAGENT_DEVICES__PUMP1__TIMEOUT": "1.5",
+            "CMAGENT_HEALTH__HYSTERESIS": "0.2",
+            "CMAGENT_STORE__MAX_BYTES": "512kB",
+        }
+
+        report = inspect_config(path, environ=environ)
+
+        assert report.problems == []
+        assert report.settings is not None
+        device = report.settings.devices["pump1"]
+        assert isinstance(device, ModbusTcpDeviceSettings)
+        assert device.unit_id == 3
+        assert device.timeout == 1.5
+        assert report.settings.health.hysteresis == 0.2
+        assert report.settings.store.max_bytes == 512_000
 
 
 class TestCrossChecks:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
+import agent.profiles  # noqa: F401  (its models subclass StrictModel)
 from agent.errors import ConfigError
-from agent.settings import ModbusPointSettings, Settings, load_settings
+from agent.settings import (
+    ModbusPointSettings,
+    ModbusTcpDeviceSettings,
+    Settings,
+    StrictModel,
+    load_settings,
+)
 
 
 def write(path: Path, text: str) -> Path:
@@ -185,3 +196,199 @@ class TestSettingsClass:
         monkeypatch.setenv("CMAGENT_LOGGING__LEVEL", "DEBUG")
 
         assert Settings().logging.level == "DEBUG"
+
+
+DEVICE_LINES = [
+    "[assets.pump1]",
+    "[devices.pump1]",
+    'driver = "modbus_tcp"',
+    'host = "127.0.0.1"',
+    'asset = "pump1"',
+]
+
+
+def load_problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    return caught.value.problems
+
+
+class TestBooleanNumbers:
+    @pytest.mark.parametrize(
+        ("line", "key_path", "message"),
+        [
+            (
+                "unit_id = true",
+                "devices.pump1.unit_id",
+                "expected an integer, found a boolean (true)",
+            ),
+            (
+                "port = false",
+                "devices.pump1.port",
+                "expected an integer, found a boolean (false)",
+            ),
+            (
+                "timeout = true",
+                "devices.pump1.timeout",
+                "expected a duration such as '30s' or '5m', found a boolean (true)",
+            ),
+            (
+                "points.speed = { address = 0, scale = true }",
+                "devices.pump1.points.speed.scale",
+                "expected a number, found a boolean (true)",
+            ),
+        ],
+    )
+    def test_boolean_in_device_rejected(
+        self, tmp_path: Path, line: str, key_path: str, message: str
+    ) -> None:
+        lines = [*DEVICE_LINES, line]
+        path = write(tmp_path / "agent.toml", "\n".join(lines) + "\n")
+        line_number = lines.index(line) + 1
+
+        assert load_problems(path) == [f"{path}:{line_number}: {key_path}: {message}"]
+
+    def test_boolean_size_rejected(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "agent.toml", "[store]\nmax_bytes = true\n")
+
+        assert load_problems(path) == [
+            f"{path}:2: store.max_bytes: expected a size such as '200MB', found "
+            "a boolean (true)"
+        ]
+
+    def test_boolean_float_rejected(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "agent.toml", "[uplink]\nmax_requests_per_s = true\n")
+
+        assert load_problems(path) == [
+            f"{path}:2: uplink.max_requests_per_s: expected a number, found "
+            "a boolean (true)"
+        ]
+
+    def test_integers_fill_float_fields(self, tmp_path: Path) -> None:
+        lines = [
+            *DEVICE_LINES,
+            "timeout = 2",
+            "points.speed = { address = 0, scale = 2, range = [0, 100] }",
+            "[assets.pump1.bearing_geometry]",
+            "balls = 9",
+            "ball_diameter = 8",
+            "pitch_diameter = 39",
+        ]
+        path = write(tmp_path / "agent.toml", "\n".join(lines) + "\n")
+
+        settings = load_settings(path, environ={})
+
+        device = settings.devices["pump1"]
+        assert isinstance(device, ModbusTcpDeviceSettings)
+        assert device.timeout == 2.0
+        point = device.points["speed"]
+        assert isinstance(point, ModbusPointSettings)
+        assert point.scale == 2.0
+        assert point.range == (0.0, 100.0)
+        geometry = settings.assets["pump1"].bearing_geometry
+        assert geometry is not None
+        assert geometry.ball_diameter == 8.0
+
+    def test_environment_strings_set_numbers(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "agent.toml", "\n".join(DEVICE_LINES) + "\n")
+        environ = {
+            "CMAGENT_DEVICES__PUMP1__UNIT_ID": "3",
+            "CMAGENT_DEVICES__PUMP1__PORT": "1502",
+            "CMAGENT_DEVICES__PUMP1__TIMEOUT": "250ms",
+            "CMAGENT_UPLINK__MAX_REQUESTS_PER_S": "2.5",
+            "CMAGENT_STORE__MAX_BYTES": "1GB",
+        }
+
+        settings = load_settings(path, environ=environ)
+
+        device = settings.devices["pump1"]
+        assert isinstance(device, ModbusTcpDeviceSettings)
+        assert device.unit_id == 3
+        assert device.port == 1502
+        assert device.timeout == 0.25
+        assert settings.uplink.max_requests_per_s == 2.5
+        assert settings.store.max_bytes == 1_000_000_000
+
+    def test_environment_string_replaces_toml_boolean(self, tmp_path: Path) -> None:
+        lines = [*DEVICE_LINES, "unit_id = true"]
+        path = write(tmp_path / "agent.toml", "\n".join(lines) + "\n")
+
+        settings = load_settings(path, environ={"CMAGENT_DEVICES__PUMP1__UNIT_ID": "7"})
+
+        device = settings.devices["pump1"]
+        assert isinstance(device, ModbusTcpDeviceSettings)
+        assert device.unit_id == 7
+
+
+def members(annotation: Any) -> list[Any]:
+    """Flatten unions and Annotated into plain types, None removed."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return members(typing.get_args(annotation)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return [m for arg in typing.get_args(annotation) for m in members(arg)]
+    return [] if annotation is type(None) else [annotation]
+
+
+def is_number(annotation: Any) -> bool:
+    for member in members(annotation):
+        if member in (int, float):
+            return True
+        if typing.get_origin(member) is Literal and any(
+            type(value) is int for value in typing.get_args(member)
+        ):
+            return True
+    return False
+
+
+def boolean_inputs() -> list[Any]:
+    """Return a ``(model, field, value, loc)`` case per numeric settings field.
+
+    Every subclass of StrictModel is searched. A tuple of numbers gets an
+    array of booleans, whose error is expected at index 0.
+    """
+    cases: list[Any] = []
+    pending: list[type[BaseModel]] = [StrictModel]
+    while pending:
+        model = pending.pop()
+        pending += model.__subclasses__()
+        for name, field in model.model_fields.items():
+            case_id = f"{model.__name__}.{name}"
+            tuples = [
+                typing.get_args(m)
+                for m in members(field.annotation)
+                if typing.get_origin(m) is tuple
+            ]
+            if is_number(field.annotation):
+                cases.append(pytest.param(model, name, True, (name,), id=case_id))
+            elif tuples and all(is_number(arg) for arg in tuples[0]):
+                value = [True] * len(tuples[0])
+                cases.append(pytest.param(model, name, value, (name, 0), id=case_id))
+    return cases
+
+
+class TestEveryNumericField:
+    def test_walk_finds_known_fields(self) -> None:
+        ids = {case.id for case in boolean_inputs()}
+
+        for known in (
+            "ModbusTcpDeviceSettings.unit_id",
+            "ModbusRtuDeviceSettings.stopbits",
+            "ModbusPointSettings.range",
+            "OilLimitsSettings.iso4406_warning",
+            "MqttSettings.qos_alarms",
+            "StoreSettings.max_bytes",
+            "HealthSettings.min_duration",
+        ):
+            assert known in ids
+
+    @pytest.mark.parametrize(("model", "name", "value", "loc"), boolean_inputs())
+    def test_rejects_boolean(
+        self, model: type[BaseModel], name: str, value: Any, loc: tuple[Any, ...]
+    ) -> None:
+        with pytest.raises(ValidationError) as caught:
+            model.model_validate({name: value})
+
+        at_field = [error for error in caught.value.errors() if error["loc"] == loc]
+        assert len(at_field) == 1
+        assert at_field[0]["input"] is True

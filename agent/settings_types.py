@@ -1,0 +1,71 @@
+"""Numeric setting types that reject TOML booleans.
+
+Pydantic's lax mode reads ``true`` as 1 and ``false`` as 0, so without
+these types ``unit_id = true`` would poll unit 1. Every int, float and
+integer Literal field of the settings models uses them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import PydanticKnownError, core_schema
+
+from agent.units import describe_boolean
+
+__all__ = ["ConfigFloat", "ConfigInt", "RejectBoolean", "describe_boolean"]
+
+
+def _choices(values: list[Any]) -> str:
+    """Return ``0, 1 or 2``, the way pydantic lists the values of a Literal."""
+    labels = [repr(value) for value in values]
+    if len(labels) == 1:
+        return labels[0]
+    return ", ".join(labels[:-1]) + " or " + labels[-1]
+
+
+_STRICT_ERROR_TYPES: Final = {
+    "int": "int_type",
+    "float": "float_type",
+    "literal": "literal_error",
+}
+"""Error type that pydantic's strict mode gives a boolean, by core schema type."""
+
+
+class RejectBoolean:
+    """Annotated marker that makes an int, float or Literal field reject booleans.
+
+    Pydantic's lax mode reads ``true`` as 1 and ``false`` as 0, but a TOML
+    boolean at a numeric key is always a mistake. The error types are the
+    ones strict mode gives. Any other input goes on to lax validation, so an
+    integer still fills a float and a numeric string from an environment
+    variable still parses.
+    """
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        schema = handler(source)
+        error_type = _STRICT_ERROR_TYPES.get(schema["type"])
+        if error_type is None:
+            raise TypeError(
+                f"RejectBoolean expects an int, float or Literal, found {source!r}"
+            )
+        context = None
+        if schema["type"] == "literal":
+            context = {"expected": _choices(schema["expected"])}
+
+        def reject_boolean(value: Any) -> Any:
+            if isinstance(value, bool):
+                raise PydanticKnownError(error_type, context)
+            return value
+
+        return core_schema.no_info_before_validator_function(reject_boolean, schema)
+
+
+ConfigInt = Annotated[int, RejectBoolean()]
+"""An integer setting; ``true`` and ``false`` are errors, not 1 and 0."""
+
+ConfigFloat = Annotated[float, RejectBoolean()]
+"""A float setting that also takes an integer; booleans are errors."""
