@@ -7,6 +7,7 @@ integer Literal field of the settings models uses them.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any, Final
 
 from pydantic import GetCoreSchemaHandler
@@ -40,7 +41,7 @@ class RejectBoolean:
     boolean at a numeric key is always a mistake. The error types are the
     ones strict mode gives. Any other input goes on to lax validation, so an
     integer still fills a float and a numeric string from an environment
-    variable still parses.
+    variable still parses, also for a Literal of integers.
     """
 
     def __get_pydantic_core_schema__(
@@ -53,12 +54,19 @@ class RejectBoolean:
                 f"RejectBoolean expects an int, float or Literal, found {source!r}"
             )
         context = None
+        integer_choices = False
         if schema["type"] == "literal":
             context = {"expected": _choices(schema["expected"])}
+            integer_choices = all(type(v) is int for v in schema["expected"])
 
         def reject_boolean(value: Any) -> Any:
             if isinstance(value, bool):
                 raise PydanticKnownError(error_type, context)
+            # Lax mode turns "2" into 2 for an int but not for a Literal
+            # of ints, and environment variables always arrive as text.
+            if integer_choices and isinstance(value, str):
+                with contextlib.suppress(ValueError):
+                    return int(value.strip())
             return value
 
         return core_schema.no_info_before_validator_function(reject_boolean, schema)

@@ -58,6 +58,19 @@ class TestPrecedence:
         assert settings.mqtt.port == 1885
         assert settings.gateway.id == "gw-cli"
 
+    def test_environment_sets_integer_choice(self, config: Path) -> None:
+        settings = load_settings(
+            config,
+            environ={"CMAGENT_MQTT__QOS_ALARMS": "2", "CMAGENT_MQTT__QOS_HEALTH": "1"},
+        )
+        assert settings.mqtt.qos_alarms == 2
+        assert settings.mqtt.qos_health == 1
+
+    def test_environment_rejects_integer_outside_choices(self, config: Path) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_settings(config, environ={"CMAGENT_MQTT__QOS_ALARMS": "3"})
+        assert "mqtt.qos_alarms" in str(caught.value.problems)
+
     def test_environment_names_ignore_case(self, config: Path) -> None:
         settings = load_settings(config, environ={"cmagent_mqtt__port": "1886"})
 
