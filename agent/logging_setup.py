@@ -282,4 +282,10 @@ def setup_logging(
         logging.getLogger(name).setLevel(library_level)
     for name in NEVER_DEBUG_LOGGERS:
         logging.getLogger(name).setLevel(max(library_level, logging.INFO))
+
+    # dsp reports automatic adjustments (a band edge moved, a shaft speed
+    # outside ISO 20816-3) with warnings.warn. Routed through logging, they
+    # reach the journal formatted and redacted like every other line,
+    # once per distinct message as Python's default warning filter allows.
+    logging.captureWarnings(True)
     return handler

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +23,7 @@ def output() -> Iterator[io.StringIO]:
     for handler in list(root.handlers):
         if getattr(handler, "stream", None) is stream:
             root.removeHandler(handler)
+    logging.captureWarnings(False)
     forget_secrets()
 
 
@@ -105,6 +107,18 @@ class TestTextFormat:
         assert [line.split(" ", 2)[2] for line in lines(output)] == [
             "connection opened"
         ]
+
+
+class TestPythonWarnings:
+    def test_warning_becomes_log_line(self, output: io.StringIO) -> None:
+        setup_logging(LoggingSettings(level="INFO", format="text"), stream=output)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            # A UserWarning issued the way dsp reports an adjustment.
+            warnings.warn("velocity band lower edge raised", stacklevel=1)
+        first = lines(output)[0]
+        assert "WARNING" in first
+        assert "velocity band lower edge raised" in first
 
 
 class TestJsonFormat:
