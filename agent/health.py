@@ -11,6 +11,9 @@ Each indicator value is compared against one or more sets of limits:
   (see :mod:`agent.health_baseline`);
 * the bearing diagnosis through the ``bearing_fault`` indicator (see
   :func:`bearing_fault_value`);
+* a flat waveform, which only a failed sensor, cable or input gives,
+  through the ``sensor_fault`` indicator (1 when flat, else 0): a warning,
+  never an alarm, because the machine's condition is then unknown;
 * oil limits: ISO 4406 codes and water saturation from
   ``assets.<id>.oil`` (the defaults of ``OilLimitsSettings`` when absent).
 
@@ -56,6 +59,7 @@ BASELINED_INDICATORS: Final = frozenset(
 OIL_CODE_INDICATORS: Final = ("iso4406_4um", "iso4406_6um", "iso4406_14um")
 WATER_SATURATION_INDICATOR: Final = "water_saturation"
 BEARING_FAULT_INDICATOR: Final = "bearing_fault"
+SENSOR_FAULT_INDICATOR: Final = "sensor_fault"
 VELOCITY_INDICATOR: Final = "velocity_rms_mm_s"
 
 FAULT_DIAGNOSES: Final = frozenset(
@@ -441,6 +445,8 @@ class HealthMonitor:
                     alarm=FAULT_ALARM_CONFIDENCE,
                 )
             )
+        if indicator == SENSOR_FAULT_INDICATOR:
+            found.append(Limits(source="sensor", warning=1.0, alarm=None))
         oil = settings.oil or OilLimitsSettings()
         if indicator in OIL_CODE_INDICATORS:
             i = OIL_CODE_INDICATORS.index(indicator)

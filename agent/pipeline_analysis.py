@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from agent.health import bearing_fault_value
+from agent.health import SENSOR_FAULT_INDICATOR, bearing_fault_value
 from agent.settings import AssetSettings
 from drivers.base import Waveform
 
@@ -27,6 +27,18 @@ SCALAR_HEALTH_POINTS: Final = frozenset(
 """Scalar points judged by health even without configured thresholds."""
 
 TOP_ENVELOPE_LINES: Final = 3
+
+_WAVEFORM_HEALTH_INDICATORS: Final = frozenset(
+    {
+        "velocity_rms_mm_s",
+        "rms",
+        "kurtosis",
+        "crest_factor",
+        "bearing_fault",
+        SENSOR_FAULT_INDICATOR,
+    }
+)
+"""Indicators of a waveform's analysis that the health monitor judges."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +138,9 @@ def digest(data: dict[str, Any], unit: str) -> WaveformResult:
         "",
     )
 
+    flat = bool(data.get("flat"))
+    numbers[SENSOR_FAULT_INDICATOR] = (1.0 if flat else 0.0, "")
+
     measurements = {
         name: (float(value), u)
         for name, (value, u) in numbers.items()
@@ -134,12 +149,18 @@ def digest(data: dict[str, Any], unit: str) -> WaveformResult:
     health_values = {
         name: value
         for name, (value, _) in measurements.items()
-        if name
-        in {"velocity_rms_mm_s", "rms", "kurtosis", "crest_factor", "bearing_fault"}
+        if name in _WAVEFORM_HEALTH_INDICATORS
     }
+    if flat:
+        # A dead sensor's indicators describe the sensor, not the machine:
+        # judged, its zero velocity would read as a perfect machine and its
+        # zero bearing_fault would close an open bearing alarm. They keep
+        # their last severity, and only the sensor fault is judged.
+        health_values = {SENSOR_FAULT_INDICATOR: 1.0}
     summary = {
         "values": {name: value for name, (value, _) in measurements.items()},
-        "iso_zone": data.get("iso_zone"),
+        "iso_zone": None if flat else data.get("iso_zone"),
+        "sensor_fault": flat,
         "diagnosis": label,
         "confidence": round(confidence, 3),
         "envelope_lines": lines[:TOP_ENVELOPE_LINES],

@@ -86,6 +86,9 @@ class Analysis:
 
     Parts that need a shaft speed or a bearing are None when those are
     missing, and ``skipped`` maps each such part to the reason.
+    ``flat`` is True when the waveform's RMS after removing the mean is at
+    most ``FLAT_RMS_LIMIT``: a failed sensor, cable or input, whose other
+    indicators describe the sensor, not the machine.
     Amplitudes are in ``unit`` and velocity in mm/s. ``velocity_band_hz``
     is the band in Hz that the velocity RMS integrates, which is the ISO
     20816-3 range for ``rpm`` fitted to the Nyquist rate and to the first
@@ -99,6 +102,7 @@ class Analysis:
     time_domain: TimeDomain
     velocity_rms_mm_s: float
     velocity_band_hz: tuple[float, float]
+    flat: bool
     iso_zone: IsoZone
     orders: Orders | None
     defect_frequencies: DefectFrequencies | None
@@ -231,6 +235,7 @@ def analyse(
         time_domain=time_domain,
         velocity_rms_mm_s=velocity,
         velocity_band_hz=velocity_band,
+        flat=bool(flat),
         iso_zone=zone,
         orders=orders,
         defect_frequencies=frequencies,

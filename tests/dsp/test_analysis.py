@@ -132,6 +132,12 @@ class TestAnalyseInputs:
         assert result.diagnosis.confidence == 0.0
         assert "flat" in result.diagnosis.evidence[0]
         assert "flat" in result.skipped["envelope"]
+        assert result.flat is True
+
+    def test_flat_flagged_without_speed_or_bearing(self) -> None:
+        result = analyse(np.zeros(24000), fs_hz=12000.0)
+        assert result.flat is True
+        assert result.to_dict()["flat"] is True
 
     def test_quiet_real_signal_is_not_flat(self) -> None:
         # The healthy record at 0.07 g RMS is far above the flat limit.
@@ -140,6 +146,7 @@ class TestAnalyseInputs:
             samples, fs_hz=recording.fs_hz, rpm=recording.rpm, machine=MACHINE_6205
         )
         assert result.diagnosis.condition is Condition.NORMAL
+        assert result.flat is False
 
     @pytest.mark.parametrize("rpm", [0.0, -5.0, float("nan")])
     def test_rejects_invalid_rpm(self, rpm: float) -> None:
