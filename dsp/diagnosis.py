@@ -153,7 +153,7 @@ def diagnose(
     named fault is its strength; of ``normal``, one minus the largest
     strength. ``unknown`` has confidence 0.
     """
-    by_label = {line.label: line for line in lines}
+    by_label = {line.label: line for line in _credited(lines)}
     strengths: dict[Condition, float] = {}
     candidates: list[Condition] = []
     evidence: list[str] = []
@@ -185,6 +185,43 @@ def diagnose(
         evidence=tuple(evidence),
         lines=tuple(lines),
     )
+
+
+_FAMILY_OF: Final = {
+    label: family.condition
+    for family in _FAMILIES
+    for label in (family.fundamental, *family.support)
+}
+
+
+def _credited(lines: list[Line]) -> list[Line]:
+    """Drop each line whose peak another fault family's nearer target claims.
+
+    Search windows of different families can overlap (BPFO x3 and BPFI x2
+    of a 6205 lie 0.7 % apart), and both then find the same peak. Counted
+    twice, one line would support two faults and make them look equally
+    likely. The line stays with the target whose expected frequency is
+    relatively nearest to the peak.
+    """
+
+    def offset(line: Line) -> float:
+        return abs(line.found_hz - line.expected_hz) / line.expected_hz
+
+    by_peak: dict[float, list[Line]] = {}
+    for line in lines:
+        by_peak.setdefault(line.found_hz, []).append(line)
+
+    kept = []
+    for line in lines:
+        family = _FAMILY_OF.get(line.label)
+        rivals = [
+            other
+            for other in by_peak[line.found_hz]
+            if _FAMILY_OF.get(other.label) != family
+        ]
+        if all(offset(line) <= offset(other) for other in rivals):
+            kept.append(line)
+    return kept
 
 
 def _describe(first: Line, support: Line | None) -> str:
