@@ -43,6 +43,14 @@ def register(subparsers: Any) -> None:
         metavar="HOST:PORT",
         help="use this MQTT broker instead of starting one",
     )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep the agent's state (outbox, status, baselines) in DIR, which "
+        "must be empty or absent, so that `cmagent status --state-dir DIR` "
+        "works after the demo; by default a temporary directory is removed",
+    )
     parser.set_defaults(handler=demo_command)
 
 
@@ -68,8 +76,21 @@ def demo_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     for noisy in ("asyncua", "pymodbus", "amqtt"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    if args.state_dir is not None and _not_empty(args.state_dir):
+        print(
+            f"cmagent demo: --state-dir expects an empty or absent directory, "
+            f"found {str(args.state_dir)!r} with files in it",
+            file=sys.stderr,
+        )
+        return 2
     use_ui = not args.no_ui and sys.stdout.isatty()
-    return asyncio.run(run_demo(args.duration, use_ui, args.summary, mqtt))
+    return asyncio.run(
+        run_demo(args.duration, use_ui, args.summary, mqtt, args.state_dir)
+    )
+
+
+def _not_empty(directory: Path) -> bool:
+    return directory.exists() and (not directory.is_dir() or any(directory.iterdir()))
 
 
 async def run_demo(
@@ -77,8 +98,13 @@ async def run_demo(
     use_ui: bool,
     summary_path: Path | None,
     mqtt: tuple[str, int] | None,
+    state_dir: Path | None = None,
 ) -> int:
-    """Run the demo plant for ``duration_s`` (0: until interrupted)."""
+    """Run the demo plant for ``duration_s`` (0: until interrupted).
+
+    ``state_dir`` keeps the agent's files after the run; None uses a
+    temporary directory that is removed.
+    """
     from agent.demo import DemoPlant
     from agent.demo_view import final_summary_text
 
@@ -87,7 +113,14 @@ async def run_demo(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
-    with tempfile.TemporaryDirectory(prefix="cmagent-demo-") as directory:
+    with contextlib.ExitStack() as stack:
+        if state_dir is None:
+            directory = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="cmagent-demo-")
+            )
+        else:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            directory = str(state_dir.resolve())
         plant = DemoPlant(Path(directory), mqtt=mqtt)
         print(f"cmagent demo: starting in {directory}", file=sys.stderr)
         try:

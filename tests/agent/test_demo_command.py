@@ -1,0 +1,44 @@
+"""``cmagent demo --state-dir``: the demo's state kept for ``cmagent status``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def cmagent(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+class TestDemoStateDir:
+    @pytest.mark.slow
+    def test_status_reads_kept_state(self, tmp_path: Path) -> None:
+        state = tmp_path / "state"
+        demo = cmagent("demo", "--duration", "6", "--no-ui", "--state-dir", str(state))
+        assert demo.returncode == 0, demo.stderr
+
+        status = cmagent("status", "--state-dir", str(state), "--json")
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)
+        assert report["running"] is False
+        assert report["outbox"]["delivered"] > 0
+        assert report["outbox"]["depth"] == 0
+        assert "pump-outer" in report["snapshot"]["assets"]
+
+    def test_rejects_directory_with_files(self, tmp_path: Path) -> None:
+        (tmp_path / "notes.txt").write_text("keep me\n")
+        demo = cmagent("demo", "--duration", "1", "--state-dir", str(tmp_path))
+        assert demo.returncode == 2
+        assert "--state-dir" in demo.stderr
+        assert str(tmp_path) in demo.stderr
+        assert (tmp_path / "notes.txt").read_text() == "keep me\n"
