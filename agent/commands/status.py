@@ -186,10 +186,11 @@ def render(report: dict[str, Any]) -> str:
     devices = snapshot.get("devices") or {}
     if devices:
         lines.append("devices:")
+        width = max(16, *(len(device_id) for device_id in devices))
         for device_id, device in sorted(devices.items()):
             error = f"  ({device['last_error']})" if device.get("last_error") else ""
             lines.append(
-                f"  {device_id:<16} {device['state']:<10} last reading "
+                f"  {device_id:<{width}} {device['state']:<10} last reading "
                 f"{device.get('last_reading_at') or 'never'}{error}"
             )
     lines.extend(_alarm_lines(snapshot.get("assets") or {}))
@@ -211,6 +212,7 @@ def _alarm_lines(assets: dict[str, Any]) -> list[str]:
     if not active:
         return ["alarms: none active"]
     lines = ["alarms:"]
+    width = max(16, *(len(asset) for asset in active))
     for asset, state in sorted(active.items()):
         indicators = ", ".join(
             f"{name} {item['severity']}"
@@ -218,7 +220,7 @@ def _alarm_lines(assets: dict[str, Any]) -> list[str]:
         )
         episode = state.get("episode_id")
         lines.append(
-            f"  {asset:<16} {state['severity']:<8} score {state.get('score')}"
+            f"  {asset:<{width}} {state['severity']:<8} score {state.get('score')}"
             + (f", episode {episode}" if episode else "")
             + (f": {indicators}" if indicators else "")
         )

@@ -66,6 +66,21 @@ class TestStatusReport:
         assert "pump2            alarm    score 35.0, episode pump2:alarm:1" in text
         assert "pump1" not in text.split("alarms:")[1]
 
+    def test_long_device_names_keep_columns(self, tmp_path: Path) -> None:
+        devices = {
+            "vib1": {"state": "up", "last_reading_at": None},
+            "pump-healthy-sensor-north": {"state": "down", "last_reading_at": None},
+        }
+        write_status(tmp_path, snapshot(devices=devices))
+
+        text = render(collect_status(tmp_path))
+        lines = text.split("devices:\n")[1].splitlines()[:2]
+
+        # "pump-healthy-sensor-north" is 25 characters, so the state column
+        # starts after it and one space, at the same place on both lines.
+        assert lines[0].index("down") == 2 + 25 + 1
+        assert lines[1].index("up") == 2 + 25 + 1
+
     def test_stale_snapshot_is_not_running(self, tmp_path: Path) -> None:
         old = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
         write_status(tmp_path, snapshot(written_at=old))
