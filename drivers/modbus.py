@@ -57,7 +57,7 @@ _READ_METHODS: Final[dict[RegisterTable, str]] = {
 """pymodbus client method of each table."""
 
 _BIT_FUNCTIONS: Final = frozenset({1, 2})
-"""Read coils and read discrete inputs, whose answers are bits."""
+"""Read coils and read discrete inputs, whose responses carry bits."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

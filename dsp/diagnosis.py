@@ -195,7 +195,8 @@ _FAMILY_OF: Final = {
 
 
 def _credited(lines: list[Line]) -> list[Line]:
-    """Drop each line whose peak another fault family's nearer target claims.
+    """Return the lines without those whose peak a nearer target of another
+    fault family claims.
 
     Search windows of different families can overlap (BPFO x3 and BPFI x2
     of a 6205 lie 0.7 % apart), and both then find the same peak. Counted
@@ -211,7 +212,7 @@ def _credited(lines: list[Line]) -> list[Line]:
     for line in lines:
         by_peak.setdefault(line.found_hz, []).append(line)
 
-    kept = []
+    credited = []
     for line in lines:
         family = _FAMILY_OF.get(line.label)
         rivals = [
@@ -220,8 +221,8 @@ def _credited(lines: list[Line]) -> list[Line]:
             if _FAMILY_OF.get(other.label) != family
         ]
         if all(offset(line) <= offset(other) for other in rivals):
-            kept.append(line)
-    return kept
+            credited.append(line)
+    return credited
 
 
 def _describe(first: Line, support: Line | None) -> str:
