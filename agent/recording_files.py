@@ -8,6 +8,7 @@ a rate the file does not store must be given by the caller.
 from __future__ import annotations
 
 import csv
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -19,6 +20,7 @@ from agent.errors import AgentError
 
 SUFFIXES: Final = (".mat", ".csv", ".npy", ".wav")
 _UNIFORM_TOLERANCE: Final = 1e-3
+_NPY_MAGIC: Final = b"\x93NUMPY"
 
 
 class RecordingFileError(AgentError):
@@ -81,11 +83,9 @@ def read_recording(path: Path, *, channel: str | None = None) -> RecordingFile:
 
 
 def _read_mat(path: Path, channel: str | None) -> RecordingFile:
-    import scipy.io
-
     variables = {
         name: value
-        for name, value in scipy.io.loadmat(str(path)).items()
+        for name, value in _load_mat(path).items()
         if not name.startswith("__")
     }
     requested = channel or "DE"
@@ -109,7 +109,58 @@ def _read_mat(path: Path, channel: str | None) -> RecordingFile:
     return RecordingFile(path=path, channel=name, samples=samples, fs_hz=None, rpm=rpm)
 
 
+def _damaged_mat_errors() -> tuple[type[Exception], ...]:
+    """Return what scipy 1.17 ``loadmat`` raises for a damaged file body.
+
+    A body cut short raises OSError or MatReadError. Corrupt bytes fail
+    while decoding, as ValueError, TypeError, OverflowError or zlib.error.
+    """
+    from scipy.io.matlab import MatReadError
+
+    return (MatReadError, OSError, ValueError, TypeError, OverflowError, zlib.error)
+
+
+def _load_mat(path: Path) -> dict[str, object]:
+    """Load a MATLAB 4, 5 or 7 file, naming the version it cannot read."""
+    import scipy.io
+    from scipy.io.matlab import matfile_version
+
+    try:
+        major, _ = matfile_version(str(path))
+    except (scipy.io.matlab.MatReadError, ValueError) as exc:
+        raise RecordingFileError(
+            path,
+            f"not a MATLAB .mat file ({exc}); check that the file is complete, "
+            "or export the signal to .csv or .npy",
+        ) from None
+    if major == 2:
+        raise RecordingFileError(
+            path,
+            "MATLAB 7.3 (HDF5) .mat files cannot be read; save the variables "
+            "again in MATLAB with save(..., '-v7'), or export the signal to "
+            ".csv or .npy",
+        )
+
+    try:
+        contents: dict[str, object] = scipy.io.loadmat(str(path))
+    except _damaged_mat_errors() as exc:
+        raise RecordingFileError(
+            path,
+            f"cannot read the MATLAB file ({exc}); check that the file is "
+            "complete, or export the signal to .csv or .npy",
+        ) from None
+    return contents
+
+
 def _read_npy(path: Path) -> RecordingFile:
+    with path.open("rb") as handle:
+        magic = handle.read(len(_NPY_MAGIC))
+    if magic != _NPY_MAGIC:
+        raise RecordingFileError(
+            path,
+            "not a NumPy .npy file: it does not start with the .npy signature; "
+            "write the samples with numpy.save",
+        )
     array = np.load(path, allow_pickle=False)
     samples = _one_column(path, array, "array")
     return RecordingFile(

@@ -113,20 +113,42 @@ def parse_geometry(text: str) -> BearingGeometry:
     if missing := sorted({"balls", "ball_d", "pitch_d"} - set(fields)):
         raise ValueError(f"--bearing-geometry is missing {missing}")
     return BearingGeometry(
-        balls=int(fields["balls"]),
-        ball_diameter=float(fields["ball_d"]),
-        pitch_diameter=float(fields["pitch_d"]),
-        contact_angle_deg=float(fields.get("angle", "0")),
+        balls=_ball_count(fields["balls"]),
+        ball_diameter=_geometry_number("ball_d", fields["ball_d"]),
+        pitch_diameter=_geometry_number("pitch_d", fields["pitch_d"]),
+        contact_angle_deg=_geometry_number("angle", fields.get("angle", "0")),
         model="custom",
     )
+
+
+def _ball_count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            "expected the ball count in --bearing-geometry to be a whole "
+            f"number, found balls={text!r}"
+        ) from None
+
+
+def _geometry_number(key: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"expected a number for {key} in --bearing-geometry, found {text!r}"
+        ) from None
 
 
 def parse_band(text: str) -> tuple[float, float]:
     """Parse ``LOW,HIGH`` in Hz."""
     low, sep, high = text.partition(",")
-    if not sep:
-        raise ValueError(f"expected --band LOW,HIGH in Hz, found {text!r}")
-    return float(low), float(high)
+    try:
+        if sep:
+            return float(low), float(high)
+    except ValueError:
+        pass
+    raise ValueError(f"expected --band LOW,HIGH in Hz, found {text!r}")
 
 
 def run_analyze(args: argparse.Namespace) -> int:
@@ -142,6 +164,15 @@ def run_analyze(args: argparse.Namespace) -> int:
         band = parse_band(args.band) if args.band else None
     except (KeyError, ValueError, TypeError) as exc:
         print(f"cmagent analyze: {_message(exc)}", file=sys.stderr)
+        return 2
+    if args.plot and not args.plot.parent.is_dir():
+        folder = args.plot.parent
+        state = "is not a folder" if folder.exists() else "does not exist"
+        print(
+            f"cmagent analyze: --plot {str(args.plot)!r}: folder {str(folder)!r} "
+            f"{state}; create it or choose another path",
+            file=sys.stderr,
+        )
         return 2
     machine = MachineInfo(
         iso_group=args.group,
@@ -166,8 +197,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         _clear_progress(show_progress)
         results.append((path, analysis))
         _emit(path, analysis, args)
-        if args.plot:
-            _plot(path, analysis, args)
+        if args.plot and not _plot(path, analysis, args):
+            failed += 1
 
     if len(args.files) > 1 and not args.json:
         _print_summary(results, failed)
@@ -324,7 +355,8 @@ def plot_path(target: Path, source: Path, several: bool) -> Path:
     return target.with_name(f"{target.stem}-{source.stem}{target.suffix or '.png'}")
 
 
-def _plot(path: Path, analysis: Analysis, args: argparse.Namespace) -> None:
+def _plot(path: Path, analysis: Analysis, args: argparse.Namespace) -> bool:
+    """Write the plot of one file; return False after reporting a failure."""
     from agent.commands._analyze_plot import write_plot
 
     target = plot_path(args.plot, path, len(args.files) > 1)
@@ -333,3 +365,5 @@ def _plot(path: Path, analysis: Analysis, args: argparse.Namespace) -> None:
         write_plot(target, recording.samples, analysis)
     except (OSError, ValueError) as exc:
         print(f"cmagent analyze: {target}: cannot write plot: {exc}", file=sys.stderr)
+        return False
+    return True

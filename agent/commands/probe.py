@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
 import numbers
 import sys
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Final
 
 from agent.units import parse_duration_s
-from drivers.errors import DriverError
+from drivers.errors import DriverConnectError, DriverError
 
 _TYPES = ("int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64")
+_LAST_REGISTER: Final = 65535
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from drivers.planner import MAX_REGISTERS_PER_READ
+
     parser = subparsers.add_parser(
         "probe", help="read raw values from a device for commissioning"
     )
@@ -28,13 +34,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "modbus",
         help="read a Modbus TCP register block and decode it in every type and order",
     )
+    unit_low, unit_high = _config_range("unit_id")
+    port_low, port_high = _config_range("port")
     modbus.add_argument("--host", required=True, help="device address")
-    modbus.add_argument("--port", type=int, default=502, help="TCP port (502)")
-    modbus.add_argument("--unit", type=int, default=1, help="unit id (1)")
     modbus.add_argument(
-        "--address", type=int, required=True, help="zero-based start register"
+        "--port",
+        type=int_in_range(port_low, port_high),
+        default=502,
+        help=f"TCP port, {port_low}-{port_high} (502)",
     )
-    modbus.add_argument("--count", type=int, default=4, help="registers, 1-125 (4)")
+    modbus.add_argument(
+        "--unit",
+        type=int_in_range(unit_low, unit_high),
+        default=1,
+        help=f"unit id, {unit_low}-{unit_high} (1)",
+    )
+    modbus.add_argument(
+        "--address",
+        type=int_in_range(0, _LAST_REGISTER),
+        required=True,
+        help=f"zero-based start register, 0-{_LAST_REGISTER}",
+    )
+    modbus.add_argument(
+        "--count",
+        type=int_in_range(1, MAX_REGISTERS_PER_READ),
+        default=4,
+        help=f"registers, 1-{MAX_REGISTERS_PER_READ} (4)",
+    )
     modbus.add_argument(
         "--function",
         type=int,
@@ -44,14 +70,60 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     modbus.add_argument(
         "--timeout",
-        type=parse_duration_s,
+        type=positive_duration_s,
         default=2.0,
         help="time limit per request, such as 2s or 500ms; a bare number is"
         " seconds (2s)",
     )
     modbus.add_argument("--json", action="store_true", help="print one JSON object")
-    modbus.set_defaults(handler=run_probe_modbus)
+    modbus.set_defaults(handler=lambda args: run_probe_modbus(args, modbus))
     parser.set_defaults(handler=lambda _args: _usage(parser))
+
+
+def _config_range(field: str) -> tuple[int, int]:
+    """Return the bounds a ``modbus_tcp`` device setting allows for ``field``.
+
+    The probe accepts exactly the unit ids and ports a configuration may
+    name, so any device the agent can poll can be probed first.
+    """
+    from annotated_types import Ge, Le
+
+    from agent.settings import ModbusTcpDeviceSettings
+
+    metadata = ModbusTcpDeviceSettings.model_fields[field].metadata
+    low = next(int(m.ge) for m in metadata if isinstance(m, Ge))
+    high = next(int(m.le) for m in metadata if isinstance(m, Le))
+    return low, high
+
+
+def int_in_range(low: int, high: int) -> Callable[[str], int]:
+    """Build an argparse ``type`` that accepts integers from low to high."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer from {low} to {high}, found {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def positive_duration_s(text: str) -> float:
+    """Parse ``--timeout`` as seconds greater than zero."""
+    try:
+        seconds = parse_duration_s(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration greater than 0, found {text!r}"
+        )
+    return seconds
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -81,16 +153,24 @@ def decode_everything(registers: list[int]) -> dict[str, dict[str, Any]]:
     return decoded
 
 
-def run_probe_modbus(args: argparse.Namespace) -> int:
-    """Read the block, print it decoded; return 0, or 1 on failure."""
-    if not 1 <= args.count <= 125:
-        print(
-            f"cmagent probe: --count must be 1..125, found {args.count}",
-            file=sys.stderr,
+def run_probe_modbus(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Read the block and print it decoded. Return 0, or 1 when the read fails.
+
+    Raises:
+        SystemExit: with status 2 through ``parser.error`` when the block
+            runs past register 65535.
+    """
+    last = args.address + args.count - 1
+    if last > _LAST_REGISTER:
+        parser.error(
+            f"argument --count: expected the block to end at register "
+            f"{_LAST_REGISTER} or below, found --address {args.address} "
+            f"--count {args.count}, which ends at {last}"
         )
-        return 2
+
     try:
-        registers = asyncio.run(_read(args))
+        with _quiet_library_loggers():
+            registers = asyncio.run(_read(args))
     except DriverError as exc:
         print(f"cmagent probe: {exc}", file=sys.stderr)
         return 1
@@ -101,6 +181,27 @@ def run_probe_modbus(args: argparse.Namespace) -> int:
     else:
         _print_table(args, registers, decoded)
     return 0
+
+
+@contextlib.contextmanager
+def _quiet_library_loggers() -> Iterator[None]:
+    """Keep pymodbus warnings off the terminal while the probe runs.
+
+    Without a configured handler, Python prints every warning pymodbus logs
+    (such as its own line for a refused connection) next to the probe's
+    message. The levels are the ones the agent sets outside DEBUG.
+    """
+    from agent.logging_setup import QUIET_LIBRARY_LOGGERS
+
+    loggers = [logging.getLogger(name) for name in QUIET_LIBRARY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 async def _read(args: argparse.Namespace) -> list[int]:
@@ -119,11 +220,54 @@ async def _read(args: argparse.Namespace) -> list[int]:
     table = RegisterTable.HOLDING if args.function == 3 else RegisterTable.INPUT
     driver = ModbusDriver(spec)
     try:
-        await driver.connect()
+        await _connect(driver, args)
         values = await driver.read_block(table, args.address, args.count)
     finally:
         await driver.close()
     return [int(v) for v in values]
+
+
+async def _connect(driver: Any, args: argparse.Namespace) -> None:
+    """Connect ``driver``, naming the operating system's reason on failure.
+
+    Raises:
+        DriverConnectError: the connection could not be opened.
+    """
+    try:
+        await driver.connect()
+    except DriverConnectError as exc:
+        reason = await connect_failure_reason(args.host, args.port, args.timeout)
+        if reason is None:
+            raise
+        raise DriverConnectError(
+            f"cannot connect to {args.host}:{args.port}: {reason}", device="probe"
+        ) from exc
+
+
+async def connect_failure_reason(host: str, port: int, timeout_s: float) -> str | None:
+    """Open one plain TCP connection to find why a Modbus connect failed.
+
+    pymodbus 3.16 logs the socket error of a failed connect and returns
+    False, so the driver cannot tell a refused connection from a timeout.
+    Returns None when this second attempt succeeds.
+    """
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port), timeout_s
+        )
+    except ConnectionRefusedError:
+        return (
+            "connection refused; check that a Modbus TCP server listens on "
+            "that host and port"
+        )
+    except TimeoutError:
+        return f"no connection within {timeout_s:g} s"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None
 
 
 def _print_table(

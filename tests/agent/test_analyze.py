@@ -217,6 +217,89 @@ class TestAnalyzeFormats:
         assert "unsupported file type '.txt'" in capsys.readouterr().err
 
 
+def matlab_73_file(path: Path) -> None:
+    """Write the 128-byte header of a MATLAB 7.3 file and the HDF5 signature."""
+    text = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 ."
+    header = text.ljust(116, b" ") + bytes(8) + b"\x00\x02" + b"IM"
+    path.write_bytes(header + b"\x89HDF\r\n\x1a\n" + bytes(64))
+
+
+class TestAnalyzeUnreadableFiles:
+    def test_matlab_73_names_version_and_fix(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "v73.mat"
+        matlab_73_file(path)
+        assert main(["analyze", str(path), "--fs", "4096"]) == 1
+        err = capsys.readouterr().err
+        assert f"{path}: MATLAB 7.3 (HDF5)" in err
+        assert "'-v7'" in err
+        assert ".csv or .npy" in err
+        assert "Traceback" not in err
+
+    @pytest.mark.parametrize(
+        ("content", "expected"),
+        [
+            (b"this is not a MATLAB file " * 8, "not a MATLAB .mat file"),
+            (b"abc", "not a MATLAB .mat file"),
+            (b"", "not a MATLAB .mat file"),
+        ],
+    )
+    def test_garbage_mat_is_reported(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        content: bytes,
+        expected: str,
+    ) -> None:
+        path = tmp_path / "garbage.mat"
+        path.write_bytes(content)
+        assert main(["analyze", str(path), "--fs", "4096"]) == 1
+        err = capsys.readouterr().err
+        assert f"{path}: {expected}" in err
+        assert "Traceback" not in err
+
+    def test_truncated_mat_body_is_reported(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        whole = tmp_path / "whole.mat"
+        scipy.io.savemat(whole, {"X001_DE_time": tone(4096, 4096.0)[:, None]})
+        path = tmp_path / "cut.mat"
+        path.write_bytes(whole.read_bytes()[:300])
+        assert main(["analyze", str(path), "--fs", "4096"]) == 1
+        err = capsys.readouterr().err
+        assert f"{path}: cannot read the MATLAB file" in err
+        assert "Traceback" not in err
+
+    def test_garbage_npy_is_not_a_numpy_file(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "broken.npy"
+        path.write_bytes(b"not numpy")
+        assert main(["analyze", str(path), "--fs", "4096"]) == 1
+        err = capsys.readouterr().err
+        assert f"{path}: not a NumPy .npy file" in err
+        assert "allow_pickle" not in err
+
+    def test_unreadable_files_do_not_stop_the_batch(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        v73 = tmp_path / "v73.mat"
+        matlab_73_file(v73)
+        garbage = tmp_path / "garbage.mat"
+        garbage.write_bytes(b"not a MATLAB file " * 20)
+        good = tmp_path / "good.npy"
+        np.save(good, tone(16384, 12000.0))
+        status = main(["analyze", str(v73), str(garbage), str(good), "--fs", "12000"])
+        captured = capsys.readouterr()
+        assert status == 1
+        assert len(captured.err.strip().splitlines()) == 2
+        assert f"{v73}: MATLAB 7.3" in captured.err
+        assert f"{garbage}: not a MATLAB .mat file" in captured.err
+        assert str(good) in captured.out
+        assert "1 analysed, 2 failed" in captured.out
+
+
 class TestAnalyzeOptions:
     def test_unknown_bearing_lists_models(
         self, capsys: pytest.CaptureFixture[str]
@@ -268,3 +351,49 @@ class TestAnalyzeOptions:
     def test_invalid_band(self, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["analyze", "x.npy", "--band", "2000"]) == 2
         assert "LOW,HIGH" in capsys.readouterr().err
+
+    @pytest.mark.parametrize("balls", ["8.5", "eight"])
+    def test_bearing_geometry_needs_whole_ball_count(
+        self, balls: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        spec = f"balls={balls},ball_d=0.235,pitch_d=1.245"
+        assert main(["analyze", "x.npy", "--bearing-geometry", spec]) == 2
+        err = capsys.readouterr().err
+        assert "ball count in --bearing-geometry to be a whole number" in err
+        assert f"balls={balls!r}" in err
+        assert "int()" not in err
+
+    def test_bearing_geometry_diameter_not_a_number(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        spec = "balls=8,ball_d=wide,pitch_d=1.245"
+        assert main(["analyze", "x.npy", "--bearing-geometry", spec]) == 2
+        err = capsys.readouterr().err
+        assert "expected a number for ball_d in --bearing-geometry" in err
+        assert "'wide'" in err
+
+    def test_band_not_a_number(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["analyze", "x.npy", "--band", "500,high"]) == 2
+        assert "found '500,high'" in capsys.readouterr().err
+
+    def test_plot_into_missing_folder_fails_first(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "wave.npy"
+        np.save(path, tone(16384, 12000.0))
+        target = tmp_path / "missing" / "out.png"
+        status = main(["analyze", str(path), "--fs", "12000", "--plot", str(target)])
+        captured = capsys.readouterr()
+        assert status == 2
+        assert captured.out == ""
+        assert f"--plot {str(target)!r}" in captured.err
+        assert "does not exist" in captured.err
+        assert not target.parent.exists()
+
+    def test_plot_written_into_existing_folder(self, tmp_path: Path) -> None:
+        path = tmp_path / "wave.npy"
+        np.save(path, tone(16384, 12000.0))
+        target = tmp_path / "out.png"
+        status = main(["analyze", str(path), "--fs", "12000", "--plot", str(target)])
+        assert status == 0
+        assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

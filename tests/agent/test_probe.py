@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from agent.cli import main
 from drivers.sim.modbus_sensors import SimRegisterBank
 from drivers.sim.modbus_server import ModbusSimulator
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -138,3 +143,132 @@ class TestProbeModbus:
         )  # fmt: skip
         assert status == 1
         assert "no response within 0.3 s" in capsys.readouterr().err
+
+
+def run_cmagent(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m agent`` as a user would, with Python's own logging."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
+    )
+
+
+class TestProbeModbusArguments:
+    @pytest.mark.parametrize(
+        ("arguments", "option", "value"),
+        [
+            (["--unit", "-1"], "--unit", "'-1'"),
+            (["--unit", "256"], "--unit", "'256'"),
+            (["--unit", "two"], "--unit", "'two'"),
+            (["--address", "-1"], "--address", "'-1'"),
+            (["--address", "65536"], "--address", "'65536'"),
+            (["--port", "0"], "--port", "'0'"),
+            (["--port", "70000"], "--port", "'70000'"),
+            (["--count", "0"], "--count", "'0'"),
+            (["--count", "126"], "--count", "'126'"),
+            (["--timeout", "0"], "--timeout", "'0'"),
+            (["--timeout", "0ms"], "--timeout", "'0ms'"),
+            (["--timeout", "soon"], "--timeout", "'soon'"),
+        ],
+    )
+    def test_rejects_out_of_range_option(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+        arguments: list[str],
+        option: str,
+        value: str,
+    ) -> None:
+        port, _ = simulator_port
+        base = ["probe", "modbus", "--host", "127.0.0.1", "--port", str(port),
+                "--unit", "5", "--address", "0"]  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main([*base, *arguments])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2
+        assert f"argument {option}: expected" in err
+        assert f"found {value}" in err
+        assert "parse_duration_s" not in err
+        assert "Traceback" not in err
+
+    def test_rejects_block_past_last_register(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        port, _ = simulator_port
+        with pytest.raises(SystemExit) as exit_info:
+            main(
+                ["probe", "modbus", "--host", "127.0.0.1", "--port", str(port),
+                 "--unit", "5", "--address", "65534", "--count", "4", "--json"]
+            )  # fmt: skip
+        captured = capsys.readouterr()
+        assert exit_info.value.code == 2
+        assert captured.out == ""
+        assert "argument --count" in captured.err
+        assert "--address 65534 --count 4" in captured.err
+        assert "ends at 65537" in captured.err
+
+    def test_accepts_block_ending_at_last_register(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        # Nothing listens, so a block that passes validation fails to connect.
+        port = free_port()
+        status = main(
+            ["probe", "modbus", "--host", "127.0.0.1", "--port", str(port),
+             "--address", "65532", "--count", "4", "--timeout", "1s"]
+        )  # fmt: skip
+        assert status == 1
+        assert "cannot connect" in capsys.readouterr().err
+
+    def test_accepts_unit_zero(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        port, _ = simulator_port
+        main(
+            ["probe", "modbus", "--host", "127.0.0.1", "--port", str(port),
+             "--unit", "0", "--address", "0", "--timeout", "0.5s"]
+        )  # fmt: skip
+        assert "argument --unit" not in capsys.readouterr().err
+
+    def test_json_error_goes_to_stderr(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        port = free_port()
+        status = main(
+            ["probe", "modbus", "--host", "127.0.0.1", "--port", str(port),
+             "--address", "0", "--timeout", "1s", "--json"]
+        )  # fmt: skip
+        captured = capsys.readouterr()
+        assert status == 1
+        assert captured.out == ""
+        assert f"cannot connect to 127.0.0.1:{port}" in captured.err
+
+    def test_refused_connection_prints_one_line(self) -> None:
+        port = free_port()
+        result = run_cmagent(
+            "probe", "modbus", "--host", "127.0.0.1", "--port", str(port),
+            "--address", "0", "--timeout", "1s",
+        )  # fmt: skip
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"cmagent probe: cannot connect to 127.0.0.1:{port}: connection "
+            "refused; check that a Modbus TCP server listens on that host and "
+            "port"
+        ]
+
+    def test_out_of_range_port_has_no_traceback(self) -> None:
+        result = run_cmagent(
+            "probe", "modbus", "--host", "127.0.0.1", "--port", "70000",
+            "--address", "0",
+        )  # fmt: skip
+        assert result.returncode == 2
+        assert "argument --port" in result.stderr
+        assert "'70000'" in result.stderr
+        assert "Traceback" not in result.stderr
