@@ -416,10 +416,55 @@ def _bearing_problem(bearing: str) -> str | None:
     return None
 
 
+def _health_indicators() -> list[str]:
+    """Return the indicator names the health monitor judges without a point."""
+    from agent.health import (
+        BASELINED_INDICATORS,
+        BEARING_FAULT_INDICATOR,
+        OIL_CODE_INDICATORS,
+        WATER_SATURATION_INDICATOR,
+    )
+
+    names = {
+        *BASELINED_INDICATORS,
+        *OIL_CODE_INDICATORS,
+        WATER_SATURATION_INDICATOR,
+        BEARING_FAULT_INDICATOR,
+    }
+    return sorted(names)
+
+
+def _threshold_problems(
+    asset_id: str, names: Sequence[str], points: Sequence[str], locate: _Locate
+) -> list[Problem]:
+    """Report thresholds that name neither an indicator nor a point.
+
+    A threshold on a point of the asset makes health judge that point, so
+    the valid names are the indicators plus the asset's own point names.
+    """
+    indicators = _health_indicators()
+    valid = [*indicators, *points]
+    problems = []
+    for name in names:
+        if name in valid:
+            continue
+        problems.append(
+            locate.problem(
+                ("assets", asset_id, "thresholds", name),
+                f"unknown indicator {name!r}; expected one of "
+                f"{', '.join(map(repr, indicators))} or a point of asset "
+                f"{asset_id!r} ({', '.join(map(repr, points)) or 'it has none'})"
+                f"{suggest(name, valid)}",
+            )
+        )
+    return problems
+
+
 def _cross_check(
     settings: Settings, profiles: Mapping[str, LoadedProfile], locate: _Locate
 ) -> list[Problem]:
-    """Check references between tables: assets, rpm points, bearings."""
+    """Check references between tables: assets, rpm points, bearings and
+    threshold names."""
     problems: list[Problem] = []
     assets = list(settings.assets)
     choices = ", ".join(repr(a) for a in assets) or "none are defined"
@@ -463,4 +508,5 @@ def _cross_check(
         if bearing_problem:
             path = ("assets", asset_id, "bearing")
             problems.append(locate.problem(path, bearing_problem))
+        problems += _threshold_problems(asset_id, list(asset.thresholds), own, locate)
     return problems

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
+from agent.opcua_passwords import password_credential, password_env_var
 from agent.settings import SECRET_KEYS, SettingsRuleError
 from agent.toml_locator import TomlLocator
 from agent.units import describe_boolean
@@ -37,6 +38,7 @@ _TYPE_NAMES: Final = {
     "int_from_float": "an integer",
     "float_type": "a number",
     "float_parsing": "a number",
+    "finite_number": "a finite number",
     "bool_type": "true or false",
     "bool_parsing": "true or false",
     "string_type": "a string",
@@ -394,7 +396,30 @@ def _deepest_bracket_line(text: str) -> int:
     return deepest_line
 
 
-def _secret_hint(key: str) -> str:
+_MODBUS_DRIVERS: Final = frozenset({"modbus_tcp", "modbus_rtu"})
+
+
+def _device_password_hint(device_id: str, driver: object) -> str:
+    """Name where an OPC UA device's password belongs (Modbus has none)."""
+    if driver in _MODBUS_DRIVERS:
+        return f"a {driver} device has no password setting, so remove the key"
+    credential = password_credential(device_id)
+    return (
+        f"store the password of OPC UA device {device_id!r} as the systemd "
+        f"credential {credential} ($CREDENTIALS_DIRECTORY/{credential}), in "
+        f"{password_env_var(device_id)} or in the device's password_file with "
+        "mode 0600"
+    )
+
+
+def _secret_hint(path: KeyPath, key: str, table: dict[str, Any]) -> str:
+    """Name where the secret at ``path + (key,)`` belongs instead.
+
+    ``table`` is the TOML table that contains the key.
+    """
+    is_device = len(path) == 2 and path[0] == "devices"
+    if is_device and key.lower() == "password":
+        return _device_password_hint(str(path[1]), table.get("driver"))
     if key.lower() == "password":
         return (
             "store the MQTT password as the systemd credential mqtt-password "
@@ -425,7 +450,7 @@ def pop_secret_keys(
                 (
                     (*path, key),
                     "secrets are not accepted in configuration files; "
-                    + _secret_hint(key),
+                    + _secret_hint(path, key, data),
                 )
             )
         elif isinstance(value, dict):

@@ -39,8 +39,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from agent.settings_types import ConfigFloat, ConfigInt, RejectBoolean
-from agent.units import DurationS, SizeBytes
+from agent.settings_types import (
+    ConfigFloat,
+    ConfigInt,
+    RangeBoundFloat,
+    RejectBoolean,
+)
+from agent.units import DurationS, PositiveDurationS, SizeBytes
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +148,7 @@ class ModbusPointSettings(StrictModel):
     offset: ConfigFloat = 0.0
     bit: ConfigInt | None = Field(default=None, ge=0, le=15)
     unit: str = ""
-    range: tuple[ConfigFloat, ConfigFloat] | None = None
+    range: tuple[RangeBoundFloat, RangeBoundFloat] | None = None
     asset: Identifier | None = None
 
     @model_validator(mode="before")
@@ -252,7 +257,7 @@ class ModbusWaveformSettings(StrictModel):
     scale: ConfigFloat = 1.0
     unit: Literal["g", "m/s2"] = "g"
     chunk_registers: ConfigInt = Field(default=120, ge=2, le=125)
-    ready_timeout: DurationS = 5.0
+    ready_timeout: PositiveDurationS = 5.0
     capture_length_address: ConfigInt | None = Field(default=None, ge=0)
     capture_samples: ConfigInt | None = Field(default=None, ge=16)
     page_address: ConfigInt | None = Field(default=None, ge=0)
@@ -336,7 +341,7 @@ class OpcUaPointSettings(OpcUaNodeSettings):
     unit: str = ""
     scale: ConfigFloat = 1.0
     offset: ConfigFloat = 0.0
-    range: tuple[ConfigFloat, ConfigFloat] | None = None
+    range: tuple[RangeBoundFloat, RangeBoundFloat] | None = None
     asset: Identifier | None = None
 
     def _node_problems(self) -> list[tuple[str, str]]:
@@ -368,8 +373,8 @@ class DeviceCommon(StrictModel):
     asset: Identifier
     profile: Identifier | None = None
     enabled: bool = True
-    poll_interval: DurationS = 1.0
-    waveform_interval: DurationS = 60.0
+    poll_interval: PositiveDurationS = 1.0
+    waveform_interval: PositiveDurationS = 60.0
 
 
 class ModbusTcpDeviceSettings(DeviceCommon):
@@ -377,8 +382,8 @@ class ModbusTcpDeviceSettings(DeviceCommon):
     host: str
     port: ConfigInt = Field(default=502, ge=1, le=65535)
     unit_id: ConfigInt = Field(default=1, ge=0, le=255)
-    timeout: DurationS = 2.0
-    connect_timeout: DurationS = 5.0
+    timeout: PositiveDurationS = 2.0
+    connect_timeout: PositiveDurationS = 5.0
     retries: ConfigInt = Field(default=1, ge=0, le=10)
     transaction_id_check: Literal["strict", "lenient"] = "strict"
     max_registers_per_request: ConfigInt = Field(default=125, ge=1, le=125)
@@ -395,7 +400,7 @@ class ModbusRtuDeviceSettings(DeviceCommon):
     stopbits: Annotated[Literal[1, 2], RejectBoolean()] = 1
     bytesize: Annotated[Literal[7, 8], RejectBoolean()] = 8
     unit_id: ConfigInt = Field(default=1, ge=1, le=247)
-    timeout: DurationS = 1.0
+    timeout: PositiveDurationS = 1.0
     retries: ConfigInt = Field(default=1, ge=0, le=10)
     max_registers_per_request: ConfigInt = Field(default=125, ge=1, le=125)
     max_gap_registers: ConfigInt = Field(default=10, ge=0, le=124)
@@ -422,10 +427,10 @@ class OpcUaDeviceSettings(DeviceCommon):
     username: str | None = None
     password_file: Path | None = None
     browse_root: list[str] = []
-    connect_timeout: DurationS = 5.0
-    request_timeout: DurationS = 4.0
+    connect_timeout: PositiveDurationS = 5.0
+    request_timeout: PositiveDurationS = 4.0
     use_subscriptions: bool = True
-    publishing_interval: DurationS = 1.0
+    publishing_interval: PositiveDurationS = 1.0
     max_message_size: ConfigInt = Field(default=0, ge=0)
     points: dict[Identifier, OpcUaPointSettings] = {}
     waveforms: dict[Identifier, OpcUaWaveformSettings] = {}
@@ -532,6 +537,20 @@ class BearingGeometrySettings(StrictModel):
     pitch_diameter: ConfigFloat = Field(gt=0)
     contact_angle_deg: ConfigFloat = Field(default=0.0, ge=0, lt=90)
 
+    @model_validator(mode="after")
+    def _check_diameters(self) -> BearingGeometrySettings:
+        if self.ball_diameter >= self.pitch_diameter:
+            _raise_problems(
+                [
+                    (
+                        "ball_diameter",
+                        "expected a ball diameter smaller than pitch_diameter = "
+                        f"{self.pitch_diameter!r}, found {self.ball_diameter!r}",
+                    )
+                ]
+            )
+        return self
+
 
 class OilLimitsSettings(StrictModel):
     """Oil-condition limits: ISO 4406 codes (>4/>6/>14 µm) and water saturation."""
@@ -541,19 +560,66 @@ class OilLimitsSettings(StrictModel):
     water_saturation_warning_pct: ConfigFloat = Field(default=60.0, ge=0, le=100)
     water_saturation_alarm_pct: ConfigFloat = Field(default=80.0, ge=0, le=100)
 
+    @model_validator(mode="after")
+    def _check_order(self) -> OilLimitsSettings:
+        problems: list[tuple[str, str]] = []
+        pairs = zip(self.iso4406_warning, self.iso4406_alarm, strict=True)
+        if any(alarm < warning for warning, alarm in pairs):
+            problems.append(
+                (
+                    "iso4406_alarm",
+                    "expected each code >= the one in iso4406_warning = "
+                    f"{list(self.iso4406_warning)!r}, found "
+                    f"{list(self.iso4406_alarm)!r}",
+                )
+            )
+        problems += _alarm_below_warning(
+            "water_saturation_alarm_pct",
+            self.water_saturation_alarm_pct,
+            "water_saturation_warning_pct",
+            self.water_saturation_warning_pct,
+        )
+        _raise_problems(problems)
+        return self
+
+
+def _alarm_below_warning(
+    alarm_key: str, alarm: float | None, warning_key: str, warning: float | None
+) -> list[tuple[str, str]]:
+    """Report an alarm limit below its warning limit. Health judges limits
+    upwards, so a rising value would reach the alarm before the warning."""
+    if alarm is None or warning is None or alarm >= warning:
+        return []
+    return [
+        (alarm_key, f"expected a value >= {warning_key} = {warning!r}, found {alarm!r}")
+    ]
+
 
 class ThresholdSettings(StrictModel):
-    """Fixed limits for one indicator; they override the learned baseline."""
+    """Fixed limits for one indicator. They replace every other source of
+    limits for it, so at least one of them must be set."""
 
     warning: ConfigFloat | None = None
     alarm: ConfigFloat | None = None
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> ThresholdSettings:
+        if self.warning is None and self.alarm is None:
+            _raise_problems(
+                [("warning", "expected warning, alarm or both, found neither")]
+            )
+        _raise_problems(
+            _alarm_below_warning("alarm", self.alarm, "warning", self.warning)
+        )
+        return self
 
 
 class AssetSettings(StrictModel):
     """A monitored machine.
 
-    Shaft speed comes from ``rpm`` (fixed), ``rpm_point`` (a point of this
-    asset), or the waveform's own speed when neither is set.
+    Shaft speed comes from ``rpm`` (fixed) or ``rpm_point`` (a point of
+    this asset), never both, or the waveform's own speed when neither is
+    set. ``thresholds`` is keyed by indicator or point name.
     ``iso_group`` and ``foundation`` select the ISO 20816-3 zone limits.
     """
 
@@ -570,17 +636,35 @@ class AssetSettings(StrictModel):
     thresholds: dict[Identifier, ThresholdSettings] = {}
 
     @model_validator(mode="after")
-    def _check_bearing(self) -> AssetSettings:
+    def _check_choices(self) -> AssetSettings:
+        problems: list[tuple[str, str]] = []
         if self.bearing is not None and self.bearing_geometry is not None:
-            _raise_problems(
-                [
-                    (
-                        "bearing_geometry",
-                        f"expected bearing or bearing_geometry, found both (bearing = "
-                        f"{self.bearing!r})",
-                    )
-                ]
+            problems.append(
+                (
+                    "bearing_geometry",
+                    f"expected bearing or bearing_geometry, found both (bearing = "
+                    f"{self.bearing!r})",
+                )
             )
+        if self.rpm is not None and self.rpm_point is not None:
+            problems.append(
+                (
+                    "rpm_point",
+                    f"expected rpm or rpm_point, found both (rpm = {self.rpm!r}); "
+                    "remove rpm to use the measured speed or rpm_point to use "
+                    "the fixed one",
+                )
+            )
+        band = self.envelope_band_hz
+        if band is not None and not 0 <= band[0] < band[1]:
+            problems.append(
+                (
+                    "envelope_band_hz",
+                    "expected [low, high] in Hz with 0 <= low < high, found "
+                    f"{list(band)!r}",
+                )
+            )
+        _raise_problems(problems)
         return self
 
 
@@ -598,6 +682,18 @@ class HealthSettings(StrictModel):
     alarm_factor: ConfigFloat = Field(default=12.0, gt=0)
     hysteresis: ConfigFloat = Field(default=0.1, ge=0, lt=1)
     min_duration: DurationS = 0.0
+
+    @model_validator(mode="after")
+    def _check_factors(self) -> HealthSettings:
+        _raise_problems(
+            _alarm_below_warning(
+                "alarm_factor",
+                self.alarm_factor,
+                "warning_factor",
+                self.warning_factor,
+            )
+        )
+        return self
 
 
 class StoreSettings(StrictModel):
@@ -631,7 +727,8 @@ class MqttSettings(StrictModel):
     port: ConfigInt = Field(default=1883, ge=1, le=65535)
     client_id: str | None = None
     clean_session: bool = True
-    keepalive: DurationS = 30.0
+    # paho takes whole seconds, and MQTT allows at most 65535.
+    keepalive: PositiveDurationS = Field(default=30.0, ge=1, le=65535)
     protocol: Literal["3.1.1", "5"] = "3.1.1"
     topic_prefix: str = "cmagent/v1"
     qos_readings: Annotated[Literal[0, 1, 2], RejectBoolean()] = 0
@@ -644,7 +741,7 @@ class MqttSettings(StrictModel):
     queue_size: ConfigInt = Field(default=10_000, ge=1)
     # Live values come back at most this long after the broker does; a
     # retry every 10 s costs a local broker nothing.
-    reconnect_max: DurationS = 10.0
+    reconnect_max: PositiveDurationS = Field(default=10.0, ge=1)
     commands_enabled: bool = False
 
 
@@ -674,9 +771,9 @@ class UplinkSettings(StrictModel):
     maintenance_requests_path: str = "/api/v1/maintenance-requests"
     batch_size: ConfigInt = Field(default=500, ge=1, le=500)
     max_requests_per_s: ConfigFloat = Field(default=5.0, gt=0)
-    request_timeout: DurationS = 10.0
-    asset_refresh_interval: DurationS = 3600.0
-    retry_max: DurationS = 300.0
+    request_timeout: PositiveDurationS = 10.0
+    asset_refresh_interval: PositiveDurationS = 3600.0
+    retry_max: PositiveDurationS = 300.0
     verify_tls: bool = True
     ca_file: Path | None = None
 

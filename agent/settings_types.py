@@ -1,8 +1,10 @@
-"""Numeric setting types that reject TOML booleans.
+"""Numeric setting types that reject TOML booleans and non-finite floats.
 
 Pydantic's lax mode reads ``true`` as 1 and ``false`` as 0, so without
 these types ``unit_id = true`` would poll unit 1. Every int, float and
-integer Literal field of the settings models uses them.
+integer Literal field of the settings models uses them. TOML also has
+``nan`` and ``inf``, which ``ConfigFloat`` rejects; only a range bound,
+where infinity means "no limit", takes ``RangeBoundFloat``.
 """
 
 from __future__ import annotations
@@ -10,12 +12,18 @@ from __future__ import annotations
 import contextlib
 from typing import Annotated, Any, Final
 
-from pydantic import GetCoreSchemaHandler
+from pydantic import AllowInfNan, GetCoreSchemaHandler
 from pydantic_core import PydanticKnownError, core_schema
 
 from agent.units import describe_boolean
 
-__all__ = ["ConfigFloat", "ConfigInt", "RejectBoolean", "describe_boolean"]
+__all__ = [
+    "ConfigFloat",
+    "ConfigInt",
+    "RangeBoundFloat",
+    "RejectBoolean",
+    "describe_boolean",
+]
 
 
 def _choices(values: list[Any]) -> str:
@@ -75,5 +83,10 @@ class RejectBoolean:
 ConfigInt = Annotated[int, RejectBoolean()]
 """An integer setting; ``true`` and ``false`` are errors, not 1 and 0."""
 
-ConfigFloat = Annotated[float, RejectBoolean()]
-"""A float setting that also takes an integer; booleans are errors."""
+ConfigFloat = Annotated[float, AllowInfNan(False), RejectBoolean()]
+"""A finite float setting that also takes an integer; booleans, ``nan`` and
+``inf`` are errors."""
+
+RangeBoundFloat = Annotated[float, RejectBoolean()]
+"""A bound of a valid range, where ``inf`` or ``-inf`` leaves that side open.
+``nan`` passes this type, so the range check must reject it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Final
 
@@ -31,7 +32,9 @@ def parse_duration_s(value: object) -> float:
     A bare number is seconds.
 
     Raises:
-        ValueError: the text is not a non-negative number with a known unit.
+        ValueError: the value is not a finite, non-negative number or a
+            number with a known unit. TOML's ``nan`` and ``inf`` are
+            rejected.
     """
     if isinstance(value, bool):
         raise ValueError(
@@ -39,6 +42,8 @@ def parse_duration_s(value: object) -> float:
             + describe_boolean(value)
         )
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite duration, found {value!r}")
         if value < 0:
             raise ValueError(f"expected a duration of 0 or more, found {value!r}")
         return float(value)
@@ -50,6 +55,18 @@ def parse_duration_s(value: object) -> float:
     raise ValueError(
         f"expected a duration such as '30s', '5m', '250ms' or '1h', found {value!r}"
     )
+
+
+def parse_positive_duration_s(value: object) -> float:
+    """Return seconds like :func:`parse_duration_s`, rejecting a zero duration.
+
+    Raises:
+        ValueError: the value is not a duration, or it is zero.
+    """
+    seconds = parse_duration_s(value)
+    if seconds == 0:
+        raise ValueError(f"expected a duration greater than 0, found {value!r}")
+    return seconds
 
 
 def parse_size_bytes(value: object) -> int:
@@ -76,6 +93,10 @@ def parse_size_bytes(value: object) -> int:
 
 DurationS = Annotated[float, BeforeValidator(parse_duration_s)]
 """A duration in seconds, written as ``"30s"``, ``"5m"`` or a number."""
+
+PositiveDurationS = Annotated[float, BeforeValidator(parse_positive_duration_s)]
+"""A duration in seconds that must be greater than zero, such as an interval
+that is waited out in a loop or a timeout."""
 
 SizeBytes = Annotated[int, BeforeValidator(parse_size_bytes)]
 """A size in bytes, written as ``"200MB"``, ``"1GiB"`` or a number."""

@@ -482,6 +482,214 @@ class TestSecrets:
         ]
 
 
+class TestContradictions:
+    def test_alarm_factor_below_warning_factor(self, tmp_path: Path) -> None:
+        lines = ["[health]", "warning_factor = 6.0", "alarm_factor = 3.0"]
+        path = write(tmp_path / "agent.toml", lines)
+        line = lines.index("alarm_factor = 3.0") + 1
+
+        assert problem_lines(path) == [
+            f"{path}:{line}: health.alarm_factor: expected a value >= "
+            "warning_factor = 6.0, found 3.0"
+        ]
+
+    def test_equal_factors_accepted(self, tmp_path: Path) -> None:
+        lines = ["[health]", "warning_factor = 6.0", "alarm_factor = 6.0"]
+
+        assert problem_lines(write(tmp_path / "agent.toml", lines)) == []
+
+    def test_threshold_warning_above_alarm(self, tmp_path: Path) -> None:
+        lines = [
+            "[assets.pump1.thresholds.velocity_rms_mm_s]",
+            "warning = 7.1",
+            "alarm = 4.5",
+        ]
+        path = write(tmp_path / "agent.toml", lines)
+        line = lines.index("alarm = 4.5") + 1
+
+        assert problem_lines(path) == [
+            f"{path}:{line}: assets.pump1.thresholds.velocity_rms_mm_s.alarm: "
+            "expected a value >= warning = 7.1, found 4.5"
+        ]
+
+    def test_threshold_nan_rejected(self, tmp_path: Path) -> None:
+        lines = ["[assets.pump1.thresholds.rms]", "warning = nan", "alarm = 2.0"]
+        path = write(tmp_path / "agent.toml", lines)
+        line = lines.index("warning = nan") + 1
+
+        assert problem_lines(path) == [
+            f"{path}:{line}: assets.pump1.thresholds.rms.warning: expected a "
+            "finite number, found nan"
+        ]
+
+    def test_empty_threshold_rejected(self, tmp_path: Path) -> None:
+        lines = ["[assets.pump1]", "thresholds.rms = {}"]
+        path = write(tmp_path / "agent.toml", lines)
+        line = lines.index("thresholds.rms = {}") + 1
+
+        assert problem_lines(path) == [
+            f"{path}:{line}: assets.pump1.thresholds.rms.warning: expected "
+            "warning, alarm or both, found neither"
+        ]
+
+    def test_ball_larger_than_pitch_diameter(self, tmp_path: Path) -> None:
+        lines = [
+            "[assets.pump1.bearing_geometry]",
+            "balls = 9",
+            "ball_diameter = 40",
+            "pitch_diameter = 39",
+        ]
+        path = write(tmp_path / "agent.toml", lines)
+        line = lines.index("ball_diameter = 40") + 1
+
+        assert problem_lines(path) == [
+            f"{path}:{line}: assets.pump1.bearing_geometry.ball_diameter: "
+            "expected a ball diameter smaller than pitch_diameter = 39.0, "
+            "found 40.0"
+        ]
+
+    def test_rpm_and_rpm_point_together(self, tmp_path: Path) -> None:
+        lines = [
+            "[assets.pump1]",
+            "rpm = 1480",
+            'rpm_point = "speed"',
+            *MODBUS_DEVICE,
+            "points.speed = { address = 0 }",
+        ]
+        path = write(tmp_path / "agent.toml", lines)
+        line = lines.index('rpm_point = "speed"') + 1
+
+        assert problem_lines(path) == [
+            f"{path}:{line}: assets.pump1.rpm_point: expected rpm or rpm_point, "
+            "found both (rpm = 1480.0); remove rpm to use the measured speed "
+            "or rpm_point to use the fixed one"
+        ]
+
+    def test_reversed_envelope_band(self, tmp_path: Path) -> None:
+        lines = ["[assets.pump1]", "envelope_band_hz = [5000, 500]"]
+        path = write(tmp_path / "agent.toml", lines)
+        line = lines.index("envelope_band_hz = [5000, 500]") + 1
+
+        assert problem_lines(path) == [
+            f"{path}:{line}: assets.pump1.envelope_band_hz: expected [low, high] "
+            "in Hz with 0 <= low < high, found [5000.0, 500.0]"
+        ]
+
+    def test_oil_alarms_below_warnings(self, tmp_path: Path) -> None:
+        lines = [
+            "[assets.pump1.oil]",
+            "iso4406_alarm = [17, 18, 15]",
+            "water_saturation_alarm_pct = 50",
+        ]
+        path = write(tmp_path / "agent.toml", lines)
+        codes = lines.index("iso4406_alarm = [17, 18, 15]") + 1
+        water = lines.index("water_saturation_alarm_pct = 50") + 1
+
+        assert problem_lines(path) == [
+            f"{path}:{codes}: assets.pump1.oil.iso4406_alarm: expected each code "
+            ">= the one in iso4406_warning = [18, 16, 13], found [17, 18, 15]",
+            f"{path}:{water}: assets.pump1.oil.water_saturation_alarm_pct: "
+            "expected a value >= water_saturation_warning_pct = 60.0, found 50.0",
+        ]
+
+
+class TestThresholdNames:
+    def test_misspelled_point_gets_suggestion(self, tmp_path: Path) -> None:
+        lines = [
+            "[assets.pump1.thresholds.velocty_rms_x]",
+            "alarm = 7.1",
+            *MODBUS_DEVICE,
+            "points.velocity_rms_x = { address = 0 }",
+        ]
+        path = write(tmp_path / "agent.toml", lines)
+        line = lines.index("[assets.pump1.thresholds.velocty_rms_x]") + 1
+
+        assert problem_lines(path) == [
+            f"{path}:{line}: assets.pump1.thresholds.velocty_rms_x: unknown "
+            "indicator 'velocty_rms_x'; expected one of 'bearing_fault', "
+            "'crest_factor', 'iso4406_14um', 'iso4406_4um', 'iso4406_6um', "
+            "'kurtosis', 'rms', 'velocity_rms_mm_s', 'water_saturation' or a "
+            "point of asset 'pump1' ('velocity_rms_x'); did you mean "
+            "'velocity_rms_x'?"
+        ]
+
+    def test_misspelled_indicator_gets_suggestion(self, tmp_path: Path) -> None:
+        lines = ["[assets.fan]", "thresholds.kurtsis = { alarm = 6.0 }"]
+        path = write(tmp_path / "agent.toml", lines)
+        line = lines.index("thresholds.kurtsis = { alarm = 6.0 }") + 1
+
+        problems = problem_lines(path)
+
+        assert len(problems) == 1
+        assert problems[0].startswith(
+            f"{path}:{line}: assets.fan.thresholds.kurtsis: unknown indicator "
+        )
+        assert "point of asset 'fan' (it has none)" in problems[0]
+        assert problems[0].endswith("; did you mean 'kurtosis'?")
+
+    def test_indicators_and_points_accepted(self, tmp_path: Path) -> None:
+        lines = [
+            "[assets.pump1]",
+            "thresholds.velocity_rms_mm_s = { alarm = 7.1 }",
+            "thresholds.water_saturation = { warning = 50 }",
+            "thresholds.bearing_temp = { alarm = 90 }",
+            *MODBUS_DEVICE,
+            "points.bearing_temp = { address = 0 }",
+        ]
+
+        assert problem_lines(write(tmp_path / "agent.toml", lines)) == []
+
+    def test_point_of_other_asset_rejected(self, tmp_path: Path) -> None:
+        lines = [
+            "[assets.fan]",
+            "thresholds.bearing_temp = { alarm = 90 }",
+            "[assets.pump1]",
+            *MODBUS_DEVICE,
+            "points.bearing_temp = { address = 0 }",
+        ]
+        path = write(tmp_path / "agent.toml", lines)
+
+        assert [p.split(": ")[1] for p in problem_lines(path)] == [
+            "assets.fan.thresholds.bearing_temp"
+        ]
+
+
+class TestDevicePasswords:
+    def test_opcua_password_names_device_credential(self, tmp_path: Path) -> None:
+        secret = "ua-pw-3c5e7a9b"
+        lines = [
+            "[assets.fan]",
+            '[devices."press-2.ua"]',
+            'driver = "opcua"',
+            'endpoint = "opc.tcp://127.0.0.1:4840"',
+            'asset = "fan"',
+            'username = "cmagent"',
+            f'password = "{secret}"',
+        ]
+        path = write(tmp_path / "agent.toml", lines)
+        line = lines.index(f'password = "{secret}"') + 1
+
+        assert problem_lines(path) == [
+            f"{path}:{line}: devices.press-2.ua.password: secrets are not "
+            "accepted in configuration files; store the password of OPC UA "
+            "device 'press-2.ua' as the systemd credential "
+            "opcua-press-2.ua-password "
+            "($CREDENTIALS_DIRECTORY/opcua-press-2.ua-password), in "
+            "CMAGENT_OPCUA_PASSWORD__PRESS_2_UA or in the device's "
+            "password_file with mode 0600"
+        ]
+
+    def test_modbus_password_has_no_setting(self, tmp_path: Path) -> None:
+        lines = ["[assets.pump1]", *MODBUS_DEVICE, 'password = "x1"']
+        path = write(tmp_path / "agent.toml", lines)
+
+        assert problem_lines(path) == [
+            f"{path}:{len(lines)}: devices.pump1.password: secrets are not "
+            "accepted in configuration files; a modbus_tcp device has no "
+            "password setting, so remove the key"
+        ]
+
+
 class TestEnvironment:
     def test_single_underscore_variable_warned(self) -> None:
         environ = {
@@ -559,6 +767,22 @@ class TestCommand:
         assert result.stdout.splitlines() == [
             f"config OK: 3 devices, 2 assets, {points} points, {waveforms} waveforms"
         ]
+
+    def test_demo_configuration_is_valid(self, tmp_path: Path) -> None:
+        from agent.demo_config import demo_config_text
+
+        text = demo_config_text(
+            state_dir=tmp_path / "state",
+            modbus_port=15020,
+            opcua_endpoint="opc.tcp://127.0.0.1:48400",
+            mqtt_port=18830,
+            api_base_url="http://127.0.0.1:18700",
+            token_file=tmp_path / "token",
+        )
+        path = tmp_path / "demo.toml"
+        path.write_text(text, encoding="utf-8")
+
+        assert problem_lines(path) == []
 
     def test_invalid_file_exits_1_without_secret(self, tmp_path: Path) -> None:
         secret = "pw-0d9e8f7a6b"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from pathlib import Path
@@ -19,6 +20,7 @@ from agent.settings import (
     StrictModel,
     load_settings,
 )
+from agent.units import parse_duration_s, parse_positive_duration_s
 
 
 def write(path: Path, text: str) -> Path:
@@ -405,3 +407,219 @@ class TestEveryNumericField:
         at_field = [error for error in caught.value.errors() if error["loc"] == loc]
         assert len(at_field) == 1
         assert at_field[0]["input"] is True
+
+
+def float_inputs() -> list[Any]:
+    """Return a ``(model, field, value, loc)`` case per float settings field.
+
+    Durations are floats too. A tuple of floats gets an array of nan, whose
+    error is expected at index 0. The bounds of ``range`` may be infinite,
+    so it is left out.
+    """
+    cases: list[Any] = []
+    pending: list[type[BaseModel]] = [StrictModel]
+    while pending:
+        model = pending.pop()
+        pending += model.__subclasses__()
+        for name, field in model.model_fields.items():
+            if name == "range":
+                continue
+            case_id = f"{model.__name__}.{name}"
+            kinds = members(field.annotation)
+            tuples = [
+                typing.get_args(m) for m in kinds if typing.get_origin(m) is tuple
+            ]
+            if float in kinds:
+                cases.append(pytest.param(model, name, math.nan, (name,), id=case_id))
+            elif tuples and all(float in members(arg) for arg in tuples[0]):
+                value = [math.nan] * len(tuples[0])
+                cases.append(pytest.param(model, name, value, (name, 0), id=case_id))
+    return cases
+
+
+class TestEveryFloatField:
+    def test_walk_finds_known_fields(self) -> None:
+        ids = {case.id for case in float_inputs()}
+
+        for known in (
+            "ModbusPointSettings.scale",
+            "ThresholdSettings.alarm",
+            "HealthSettings.alarm_factor",
+            "AssetSettings.rpm",
+            "AssetSettings.envelope_band_hz",
+            "UplinkSettings.max_requests_per_s",
+        ):
+            assert known in ids
+
+    @pytest.mark.parametrize(("model", "name", "value", "loc"), float_inputs())
+    def test_rejects_nan(
+        self, model: type[BaseModel], name: str, value: Any, loc: tuple[Any, ...]
+    ) -> None:
+        with pytest.raises(ValidationError) as caught:
+            model.model_validate({name: value})
+
+        at_field = [error for error in caught.value.errors() if error["loc"] == loc]
+        assert len(at_field) == 1
+        # Numbers fail pydantic's finite_number check and durations fail
+        # the duration parser, whose message names the same rule.
+        assert "finite" in at_field[0]["msg"]
+
+
+class TestDurationParsing:
+    @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+    def test_rejects_non_finite_number(self, value: float) -> None:
+        with pytest.raises(ValueError, match="expected a finite duration"):
+            parse_duration_s(value)
+
+    def test_accepts_zero(self) -> None:
+        assert parse_duration_s(0) == 0.0
+        assert parse_duration_s("0s") == 0.0
+
+    @pytest.mark.parametrize("value", [0, 0.0, "0s", "0ms", "0.0m"])
+    def test_positive_rejects_zero(self, value: object) -> None:
+        with pytest.raises(ValueError) as caught:
+            parse_positive_duration_s(value)
+
+        assert str(caught.value) == (
+            f"expected a duration greater than 0, found {value!r}"
+        )
+
+    def test_positive_accepts_milliseconds(self) -> None:
+        assert parse_positive_duration_s("250ms") == 0.25
+
+
+OPCUA_LINES = [
+    "[assets.fan]",
+    "[devices.ua]",
+    'driver = "opcua"',
+    'endpoint = "opc.tcp://127.0.0.1:4840"',
+    'asset = "fan"',
+]
+RTU_LINES = [
+    "[assets.pump1]",
+    "[devices.rtu]",
+    'driver = "modbus_rtu"',
+    'serial_port = "/dev/ttyS0"',
+    'asset = "pump1"',
+]
+WAVEFORM_LINES = [
+    *DEVICE_LINES,
+    "[devices.pump1.waveforms.accel]",
+    "block_address = 100",
+    "max_samples = 1024",
+    "sample_count_address = 0",
+    "sample_rate_address = 2",
+    "sequence_address = 4",
+]
+ZERO_DURATIONS = [
+    (DEVICE_LINES, "poll_interval", "devices.pump1.poll_interval"),
+    (DEVICE_LINES, "waveform_interval", "devices.pump1.waveform_interval"),
+    (DEVICE_LINES, "timeout", "devices.pump1.timeout"),
+    (DEVICE_LINES, "connect_timeout", "devices.pump1.connect_timeout"),
+    (RTU_LINES, "timeout", "devices.rtu.timeout"),
+    (OPCUA_LINES, "connect_timeout", "devices.ua.connect_timeout"),
+    (OPCUA_LINES, "request_timeout", "devices.ua.request_timeout"),
+    (OPCUA_LINES, "publishing_interval", "devices.ua.publishing_interval"),
+    (WAVEFORM_LINES, "ready_timeout", "devices.pump1.waveforms.accel.ready_timeout"),
+    (["[mqtt]"], "keepalive", "mqtt.keepalive"),
+    (["[mqtt]"], "reconnect_max", "mqtt.reconnect_max"),
+    (["[uplink]"], "request_timeout", "uplink.request_timeout"),
+    (["[uplink]"], "asset_refresh_interval", "uplink.asset_refresh_interval"),
+    (["[uplink]"], "retry_max", "uplink.retry_max"),
+]
+
+
+class TestDurationSettings:
+    @pytest.mark.parametrize(
+        ("table", "key", "key_path"),
+        ZERO_DURATIONS,
+        ids=[case[2] for case in ZERO_DURATIONS],
+    )
+    def test_zero_rejected(
+        self, tmp_path: Path, table: list[str], key: str, key_path: str
+    ) -> None:
+        lines = [*table, f'{key} = "0s"']
+        path = write(tmp_path / "agent.toml", "\n".join(lines) + "\n")
+        line_number = lines.index(f'{key} = "0s"') + 1
+
+        assert load_problems(path) == [
+            f"{path}:{line_number}: {key_path}: expected a duration greater "
+            "than 0, found '0s'"
+        ]
+
+    @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+    def test_non_finite_rejected(self, tmp_path: Path, value: str) -> None:
+        lines = [*DEVICE_LINES, f"poll_interval = {value}"]
+        path = write(tmp_path / "agent.toml", "\n".join(lines) + "\n")
+        line_number = len(lines)
+
+        assert load_problems(path) == [
+            f"{path}:{line_number}: devices.pump1.poll_interval: expected a "
+            f"finite duration, found {float(value)!r}"
+        ]
+
+    def test_zero_min_duration_accepted(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "agent.toml", "[health]\nmin_duration = 0\n")
+
+        assert load_settings(path, environ={}).health.min_duration == 0.0
+
+    def test_keepalive_below_one_second_rejected(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "agent.toml", '[mqtt]\nkeepalive = "500ms"\n')
+
+        assert load_problems(path) == [
+            f"{path}:2: mqtt.keepalive: expected a value >= 1.0, found 0.5"
+        ]
+
+
+class TestFiniteFloats:
+    @pytest.mark.parametrize(
+        ("line", "key_path", "found"),
+        [
+            (
+                "points.speed = { address = 0, scale = nan }",
+                "devices.pump1.points.speed.scale",
+                "nan",
+            ),
+            (
+                "points.speed = { address = 0, offset = -inf }",
+                "devices.pump1.points.speed.offset",
+                "-inf",
+            ),
+        ],
+    )
+    def test_point_scaling_rejected(
+        self, tmp_path: Path, line: str, key_path: str, found: str
+    ) -> None:
+        lines = [*DEVICE_LINES, line]
+        path = write(tmp_path / "agent.toml", "\n".join(lines) + "\n")
+        line_number = lines.index(line) + 1
+
+        assert load_problems(path) == [
+            f"{path}:{line_number}: {key_path}: expected a finite number, found {found}"
+        ]
+
+    def test_infinite_range_bound_accepted(self, tmp_path: Path) -> None:
+        lines = [*DEVICE_LINES, "points.speed = { address = 0, range = [0, inf] }"]
+        path = write(tmp_path / "agent.toml", "\n".join(lines) + "\n")
+
+        device = load_settings(path, environ={}).devices["pump1"]
+
+        assert isinstance(device, ModbusTcpDeviceSettings)
+        assert device.points["speed"].range == (0.0, math.inf)
+
+    def test_nan_range_bound_rejected(self, tmp_path: Path) -> None:
+        line = "points.speed = { address = 0, range = [nan, 10] }"
+        lines = [*DEVICE_LINES, line]
+        path = write(tmp_path / "agent.toml", "\n".join(lines) + "\n")
+
+        assert load_problems(path) == [
+            f"{path}:{len(lines)}: devices.pump1.points.speed.range: expected "
+            "[low, high] with low < high, found [nan, 10.0]"
+        ]
+
+    def test_infinite_request_rate_rejected(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "agent.toml", "[uplink]\nmax_requests_per_s = inf\n")
+
+        assert load_problems(path) == [
+            f"{path}:2: uplink.max_requests_per_s: expected a finite number, found inf"
+        ]
