@@ -1,4 +1,6 @@
-"""Numeric setting types that reject TOML booleans and non-finite floats.
+"""Building blocks of the settings models: the strict base model, the
+error for rules between fields, identifiers, and numeric types that reject
+TOML booleans and non-finite floats.
 
 Pydantic's lax mode reads ``true`` as 1 and ``false`` as 0, so without
 these types ``unit_id = true`` would poll unit 1. Every int, float and
@@ -12,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from typing import Annotated, Any, Final
 
-from pydantic import AllowInfNan, GetCoreSchemaHandler
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, GetCoreSchemaHandler
 from pydantic_core import PydanticKnownError, core_schema
 
 from agent.units import describe_boolean
@@ -20,10 +22,39 @@ from agent.units import describe_boolean
 __all__ = [
     "ConfigFloat",
     "ConfigInt",
+    "Identifier",
     "RangeBoundFloat",
     "RejectBoolean",
+    "SettingsRuleError",
+    "StrictModel",
     "describe_boolean",
+    "raise_problems",
 ]
+
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+"""A name that is safe in MQTT topics, file names and log fields."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SettingsRuleError(ValueError):
+    """A rule between fields of one table is broken.
+
+    ``problems`` contains ``(field, message)`` pairs, one per broken rule, so a
+    report can name the exact key of each problem, not only the table.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{key}: {text}" for key, text in problems))
+        self.problems = tuple(problems)
+
+
+def raise_problems(problems: list[tuple[str, str]]) -> None:
+    if problems:
+        raise SettingsRuleError(problems)
 
 
 def _choices(values: list[Any]) -> str:
