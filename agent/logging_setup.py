@@ -17,12 +17,13 @@ arguments, its fields and the exception text before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
@@ -289,3 +290,23 @@ def setup_logging(
     # once per distinct message as Python's default warning filter allows.
     logging.captureWarnings(True)
     return handler
+
+
+@contextlib.contextmanager
+def quiet_library_loggers() -> Iterator[None]:
+    """Keep pymodbus and asyncua warnings off the terminal for a command.
+
+    Commands that set up no handler (``probe``, ``sim``) would otherwise
+    print every warning those libraries log, such as pymodbus's own line
+    for a refused connection or a port in use, next to their own message.
+    The levels are the ones the agent sets outside DEBUG, restored after.
+    """
+    loggers = [logging.getLogger(name) for name in QUIET_LIBRARY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

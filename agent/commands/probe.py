@@ -10,12 +10,12 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import numbers
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Final
 
+from agent.logging_setup import quiet_library_loggers
 from agent.units import parse_duration_s
 from drivers.errors import DriverConnectError, DriverError
 
@@ -169,7 +169,7 @@ def run_probe_modbus(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         )
 
     try:
-        with _quiet_library_loggers():
+        with quiet_library_loggers():
             registers = asyncio.run(_read(args))
     except DriverError as exc:
         print(f"cmagent probe: {exc}", file=sys.stderr)
@@ -181,27 +181,6 @@ def run_probe_modbus(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     else:
         _print_table(args, registers, decoded)
     return 0
-
-
-@contextlib.contextmanager
-def _quiet_library_loggers() -> Iterator[None]:
-    """Keep pymodbus warnings off the terminal while the probe runs.
-
-    Without a configured handler, Python prints every warning pymodbus logs
-    (such as its own line for a refused connection) next to the probe's
-    message. The levels are the ones the agent sets outside DEBUG.
-    """
-    from agent.logging_setup import QUIET_LIBRARY_LOGGERS
-
-    loggers = [logging.getLogger(name) for name in QUIET_LIBRARY_LOGGERS]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
 
 
 async def _read(args: argparse.Namespace) -> list[int]:

@@ -6,11 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import logging
 import os
 import socket
 import sys
-from collections.abc import Iterator
 from typing import Final
 
 _HIGHEST_PORT: Final = 65535
@@ -104,35 +102,16 @@ def _run(simulator: object, where: str, host: str, port: int) -> int:
         finally:
             await simulator.stop()  # type: ignore[attr-defined]
 
+    from agent.logging_setup import quiet_library_loggers
+
     try:
-        with contextlib.suppress(KeyboardInterrupt), _quiet_library_loggers():
+        with contextlib.suppress(KeyboardInterrupt), quiet_library_loggers():
             asyncio.run(serve())
     except _ListenError as exc:
         reason = listen_failure_reason(host, port) or str(exc)
         print(f"cmagent sim: cannot listen on {host}:{port}: {reason}", file=sys.stderr)
         return 1
     return 0
-
-
-@contextlib.contextmanager
-def _quiet_library_loggers() -> Iterator[None]:
-    """Keep pymodbus and asyncua warnings off the terminal while serving.
-
-    Without a configured handler, Python prints every warning they log,
-    such as pymodbus's own line for a port in use, next to this command's
-    message. The levels are the ones the agent sets outside DEBUG.
-    """
-    from agent.logging_setup import QUIET_LIBRARY_LOGGERS
-
-    loggers = [logging.getLogger(name) for name in QUIET_LIBRARY_LOGGERS]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
 
 
 def listen_failure_reason(host: str, port: int) -> str | None:
