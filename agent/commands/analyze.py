@@ -290,6 +290,11 @@ def _emit(path: Path, analysis: Analysis, args: argparse.Namespace) -> None:
         f"({low_hz:.3g}-{high_hz:.4g} Hz), "
         f"ISO 20816-3 zone {analysis.iso_zone.value}"
     )
+    if analysis.flat:
+        print(
+            "  flat signal: a failed sensor, cable or input; these indicators "
+            "describe the sensor, not the machine"
+        )
     if analysis.defect_frequencies is not None:
         f = analysis.defect_frequencies
         print(
@@ -304,14 +309,25 @@ def _emit(path: Path, analysis: Analysis, args: argparse.Namespace) -> None:
             f"{analysis.envelope.spectral_kurtosis:.2f}"
         )
     diagnosis = analysis.diagnosis
-    print(
-        f"  diagnosis: {diagnosis.condition.value} "
-        f"(confidence {diagnosis.confidence:.2f})"
-    )
+    if "diagnosis" not in analysis.skipped:
+        print(
+            f"  diagnosis: {diagnosis.condition.value} "
+            f"(confidence {diagnosis.confidence:.2f})"
+        )
     for text in diagnosis.evidence:
         print(f"    {text}")
     for part, reason in analysis.skipped.items():
         print(f"  {part} skipped: {reason}")
+
+
+def _diagnosis_label(analysis: Analysis) -> str:
+    """Return the summary table's diagnosis: a condition, or why there is none."""
+    if analysis.flat:
+        return "flat signal: failed sensor, cable or input"
+    if "diagnosis" in analysis.skipped:
+        return f"skipped ({analysis.skipped['diagnosis']})"
+    diagnosis = analysis.diagnosis
+    return f"{diagnosis.condition.value} ({diagnosis.confidence:.2f})"
 
 
 def _fmt(value: float | None) -> str:
@@ -325,11 +341,10 @@ def _print_summary(results: list[tuple[Path, Analysis]], failed: int) -> None:
     print("-" * len(header))
     for path, analysis in results:
         name = path.name if len(path.name) <= 36 else path.name[:33] + "..."
-        diagnosis = analysis.diagnosis
         print(
             f"{name:<36} {analysis.time_domain.rms:>8.4f} "
             f"{analysis.velocity_rms_mm_s:>6.2f} {analysis.iso_zone.value:>4}  "
-            f"{diagnosis.condition.value} ({diagnosis.confidence:.2f})"
+            f"{_diagnosis_label(analysis)}"
         )
     print(f"{len(results)} analysed, {failed} failed")
 

@@ -397,3 +397,26 @@ class TestAnalyzeOptions:
         status = main(["analyze", str(path), "--fs", "12000", "--plot", str(target)])
         assert status == 0
         assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class TestAnalyzeSummary:
+    """The table printed after two or more files."""
+
+    @pytest.fixture
+    def output(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+        t = np.arange(12_000) / 12_000.0
+        np.save(tmp_path / "tone.npy", 0.1 * np.sin(2 * np.pi * 50.0 * t))
+        np.save(tmp_path / "dead.npy", np.zeros(12_000))
+        files = [str(tmp_path / "tone.npy"), str(tmp_path / "dead.npy")]
+        assert main(["analyze", *files, "--fs", "12000"]) == 0
+        return capsys.readouterr().out
+
+    def test_skipped_diagnosis_says_why(self, output: str) -> None:
+        rows = [line for line in output.splitlines() if line.startswith("tone.npy")]
+        assert rows[-1].endswith("skipped (rpm not given)")
+        assert "diagnosis: unknown" not in output
+
+    def test_flat_file_named_sensor_fault(self, output: str) -> None:
+        rows = [line for line in output.splitlines() if line.startswith("dead.npy")]
+        assert rows[-1].endswith("flat signal: failed sensor, cable or input")
+        assert "flat signal: a failed sensor" in output
