@@ -142,7 +142,7 @@ class _NumericLayout:
             return numbers
         scaled = list(numbers)
         for k, scale, offset in self.scaled:
-            scaled[k] = float(scaled[k]) * scale + offset
+            scaled[k] = apply_scale(scaled[k], scale, offset)
         return scaled
 
     def failing(self, numbers: Sequence[Number]) -> list[int]:
@@ -195,7 +195,7 @@ class BlockDecoder:
     ) -> list[Reading]:
         """Decode one block read at ``timestamp``, in the request's point order.
 
-        ``values`` holds the request's ``count`` registers (or bits).
+        ``values`` contains the request's ``count`` registers (or bits).
         """
         numbers: Sequence[Number] = ()
         failing: list[int] = []
@@ -246,25 +246,15 @@ class BlockDecoder:
 
 
 def decode_point(
-    point: ModbusPointSpec,
-    raw: Sequence[int] | Sequence[bool],
-    packed: bytes = b"",
-    offset: int = 0,
+    point: ModbusPointSpec, raw: Sequence[int] | Sequence[bool]
 ) -> tuple[ScalarValue, Quality]:
     """Decode one point's registers or bits into its value and quality.
 
-    ``packed`` is optionally the whole block as big-endian bytes and
-    ``offset`` the point's first register in it, for the fast path.
     A NaN or infinite float is bad/decode_error with no value; a value
     outside ``valid_range`` is bad/out_of_range and keeps its value.
     """
     try:
-        fast = STRUCT_FORMAT.get(point.data_type) if packed else None
-        if fast and point.byte_order is point.word_order is Endian.BIG:
-            number = struct.unpack_from(fast, packed, 2 * offset)[0]
-            value = apply_scale(number, point.scale, point.offset)
-        else:
-            value = _decode_raw(point, raw)
+        value = _decode_raw(point, raw)
     except DriverDecodeError as exc:
         return None, Quality.bad(QualityReason.DECODE_ERROR, f"{_where(point)}: {exc}")
 
