@@ -146,17 +146,18 @@ def digest(data: dict[str, Any], unit: str) -> WaveformResult:
         for name, (value, u) in numbers.items()
         if isinstance(value, int | float) and np.isfinite(value)
     }
-    health_values = {
-        name: value
-        for name, (value, _) in measurements.items()
-        if name in _WAVEFORM_HEALTH_INDICATORS
-    }
     if flat:
-        # A dead sensor's indicators describe the sensor, not the machine:
-        # judged, its zero velocity would read as a perfect machine and its
-        # zero bearing_fault would close an open bearing alarm. They keep
-        # their last severity, and only the sensor fault is judged.
+        # A dead sensor's indicators describe the sensor, not the machine.
+        # Judged, its zero velocity would read as a perfect machine and its
+        # zero bearing_fault would close an open bearing alarm, so they keep
+        # their last severity and only the sensor fault is judged.
         health_values = {SENSOR_FAULT_INDICATOR: 1.0}
+    else:
+        health_values = {
+            name: value
+            for name, (value, _) in measurements.items()
+            if name in _WAVEFORM_HEALTH_INDICATORS
+        }
     summary = {
         "values": {name: value for name, (value, _) in measurements.items()},
         "iso_zone": None if flat else data.get("iso_zone"),

@@ -1,4 +1,4 @@
-"""A waveform's analysis as the health monitor sees it, on real recordings."""
+"""A waveform's analysis as the health monitor judges it, on real recordings."""
 
 from __future__ import annotations
 
