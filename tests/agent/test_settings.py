@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -356,6 +357,27 @@ def is_number(annotation: Any) -> bool:
     return False
 
 
+def settings_fields() -> Iterator[tuple[type[BaseModel], str, Any, list[Any]]]:
+    """Yield ``(model, field name, annotation, tuple element types)`` for
+    every field of every subclass of StrictModel.
+
+    The element types are those of the field's first tuple member, empty
+    when it has none.
+    """
+    pending: list[type[BaseModel]] = [StrictModel]
+    while pending:
+        model = pending.pop()
+        pending += model.__subclasses__()
+        for name, field in model.model_fields.items():
+            tuples = [
+                typing.get_args(m)
+                for m in members(field.annotation)
+                if typing.get_origin(m) is tuple
+            ]
+            elements = list(tuples[0]) if tuples else []
+            yield model, name, field.annotation, elements
+
+
 def boolean_inputs() -> list[Any]:
     """Return a ``(model, field, value, loc)`` case per numeric settings field.
 
@@ -363,22 +385,13 @@ def boolean_inputs() -> list[Any]:
     array of booleans, whose error is expected at index 0.
     """
     cases: list[Any] = []
-    pending: list[type[BaseModel]] = [StrictModel]
-    while pending:
-        model = pending.pop()
-        pending += model.__subclasses__()
-        for name, field in model.model_fields.items():
-            case_id = f"{model.__name__}.{name}"
-            tuples = [
-                typing.get_args(m)
-                for m in members(field.annotation)
-                if typing.get_origin(m) is tuple
-            ]
-            if is_number(field.annotation):
-                cases.append(pytest.param(model, name, True, (name,), id=case_id))
-            elif tuples and all(is_number(arg) for arg in tuples[0]):
-                value = [True] * len(tuples[0])
-                cases.append(pytest.param(model, name, value, (name, 0), id=case_id))
+    for model, name, annotation, elements in settings_fields():
+        case_id = f"{model.__name__}.{name}"
+        if is_number(annotation):
+            cases.append(pytest.param(model, name, True, (name,), id=case_id))
+        elif elements and all(is_number(arg) for arg in elements):
+            value = [True] * len(elements)
+            cases.append(pytest.param(model, name, value, (name, 0), id=case_id))
     return cases
 
 
@@ -417,23 +430,15 @@ def float_inputs() -> list[Any]:
     so it is left out.
     """
     cases: list[Any] = []
-    pending: list[type[BaseModel]] = [StrictModel]
-    while pending:
-        model = pending.pop()
-        pending += model.__subclasses__()
-        for name, field in model.model_fields.items():
-            if name == "range":
-                continue
-            case_id = f"{model.__name__}.{name}"
-            kinds = members(field.annotation)
-            tuples = [
-                typing.get_args(m) for m in kinds if typing.get_origin(m) is tuple
-            ]
-            if float in kinds:
-                cases.append(pytest.param(model, name, math.nan, (name,), id=case_id))
-            elif tuples and all(float in members(arg) for arg in tuples[0]):
-                value = [math.nan] * len(tuples[0])
-                cases.append(pytest.param(model, name, value, (name, 0), id=case_id))
+    for model, name, annotation, elements in settings_fields():
+        if name == "range":
+            continue
+        case_id = f"{model.__name__}.{name}"
+        if float in members(annotation):
+            cases.append(pytest.param(model, name, math.nan, (name,), id=case_id))
+        elif elements and all(float in members(arg) for arg in elements):
+            value = [math.nan] * len(elements)
+            cases.append(pytest.param(model, name, value, (name, 0), id=case_id))
     return cases
 
 
