@@ -14,11 +14,12 @@ import enum
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Final
 
 from pymodbus.pdu import ModbusPDU
 
-from drivers.base import Quality, QualityReason, Reading, ScalarValue, Waveform
+from drivers.base import Quality, QualityReason, ReadingBatch, ScalarValue, Waveform
 from drivers.errors import (
     DriverConfigError,
     DriverConnectError,
@@ -39,7 +40,6 @@ from drivers.modbus_link import (
 )
 from drivers.planner import FUNCTION_CODE, ReadRequest, plan_reads
 from drivers.spec import (
-    ModbusPointSpec,
     ModbusRtuSpec,
     ModbusTcpSpec,
     RegisterTable,
@@ -66,6 +66,8 @@ class _PlannedRead:
 
     request: ReadRequest
     decoder: BlockDecoder
+    size: int
+    """Number of points, and so of readings."""
     method: str
     function_code: int
     arguments: dict[str, object]
@@ -74,7 +76,8 @@ class _PlannedRead:
     def build(cls, request: ReadRequest, target: RequestTarget) -> _PlannedRead:
         return cls(
             request=request,
-            decoder=BlockDecoder(request, source=target.device),
+            decoder=BlockDecoder(request),
+            size=len(request.points),
             method=_READ_METHODS[request.table],
             function_code=request.function_code,
             arguments=request_arguments(target, count=request.count),
@@ -126,6 +129,12 @@ class ModbusDriver:
             tid_check=self._tid_check,
         )
         self._plans = [_PlannedRead.build(r, self._target) for r in self.requests]
+        # Every poll returns the points in plan order, so these columns of
+        # its readings are the same for every poll.
+        planned = [p for request in self.requests for p in request.points]
+        self._assets = tuple(p.asset for p in planned)
+        self._names = tuple(p.name for p in planned)
+        self._units = tuple(p.unit for p in planned)
 
     @property
     def state(self) -> DriverState:
@@ -179,8 +188,11 @@ class ModbusDriver:
         if isinstance(exc, DriverConnectError):
             self._state = DriverState.DISCONNECTED
 
-    async def read_points(self) -> list[Reading]:
+    async def read_points(self) -> ReadingBatch:
         """Read every point; return one reading per point, bad ones included.
+
+        The readings are in plan order, and each carries the time its
+        block was requested.
 
         Raises:
             DriverConnectError: the device is not connected. Call
@@ -194,13 +206,15 @@ class ModbusDriver:
             )
 
         link = self._link
-        readings: list[Reading] = []
+        timestamps: list[datetime] = []
+        values: list[ScalarValue] = []
+        qualities: list[Quality] = []
         lost: DriverConnectError | None = None
         for plan in self._plans:
             request = plan.request
-            timestamp = datetime.now(UTC)
+            timestamps.extend(repeat(datetime.now(UTC), plan.size))
             if lost is not None:
-                readings.extend(self._bad_block(request, timestamp, lost))
+                self._append_bad(plan, lost, values, qualities)
                 continue
             try:
                 response = await execute(
@@ -212,23 +226,42 @@ class ModbusDriver:
                     request.count,
                     plan.arguments,
                 )
-                values = self._values(
+                raw = self._values(
                     response, plan.function_code, request.address, request.count
                 )
             except DriverError as exc:
                 self._fail(exc)
                 if isinstance(exc, DriverConnectError):
                     lost = exc
-                readings.extend(self._bad_block(request, timestamp, exc))
+                self._append_bad(plan, exc, values, qualities)
                 continue
-            readings.extend(plan.decoder.decode(values, timestamp))
-        return readings
+            plan.decoder.decode_into(raw, values, qualities)
+        return self._batch(timestamps, values, qualities)
 
-    def offline_readings(self, detail: str) -> list[Reading]:
+    def offline_readings(self, detail: str) -> ReadingBatch:
         """Return a bad comm_error reading for every point, for an offline device."""
-        timestamp = datetime.now(UTC)
-        quality = Quality.bad(QualityReason.COMM_ERROR, detail)
-        return [self._reading(p, None, quality, timestamp) for p in self.spec.points]
+        size = len(self._names)
+        return self._batch(
+            [datetime.now(UTC)] * size,
+            [None] * size,
+            [Quality.bad(QualityReason.COMM_ERROR, detail)] * size,
+        )
+
+    def _batch(
+        self,
+        timestamps: list[datetime],
+        values: list[ScalarValue],
+        qualities: list[Quality],
+    ) -> ReadingBatch:
+        return ReadingBatch(
+            assets=self._assets,
+            points=self._names,
+            units=self._units,
+            source=self.device_id,
+            timestamps=timestamps,
+            values=values,
+            qualities=qualities,
+        )
 
     async def read_block(
         self, table: RegisterTable, address: int, count: int
@@ -312,31 +345,19 @@ class ModbusDriver:
             )
         return self._link
 
-    def _bad_block(
-        self, request: ReadRequest, timestamp: datetime, exc: DriverError
-    ) -> list[Reading]:
+    @staticmethod
+    def _append_bad(
+        plan: _PlannedRead,
+        exc: DriverError,
+        values: list[ScalarValue],
+        qualities: list[Quality],
+    ) -> None:
+        """Append a bad reading for every point of a block that failed."""
         if isinstance(exc, DriverTimeoutError):
             reason = QualityReason.TIMEOUT
         elif isinstance(exc, DriverDecodeError):
             reason = QualityReason.DECODE_ERROR
         else:
             reason = QualityReason.COMM_ERROR
-        quality = Quality.bad(reason, str(exc))
-        return [self._reading(p, None, quality, timestamp) for p in request.points]
-
-    def _reading(
-        self,
-        point: ModbusPointSpec,
-        value: ScalarValue,
-        quality: Quality,
-        timestamp: datetime,
-    ) -> Reading:
-        return Reading(
-            asset=point.asset,
-            point=point.name,
-            timestamp=timestamp,
-            value=value,
-            unit=point.unit,
-            quality=quality,
-            source=self.device_id,
-        )
+        values.extend(repeat(None, plan.size))
+        qualities.extend(repeat(Quality.bad(reason, str(exc)), plan.size))

@@ -11,7 +11,8 @@ built once per planned request, prepares all it can in advance:
 * scaling and range checks visit only the points that have them, and one
   sum over the block's values detects a NaN or an infinity in the common
   case where there is none;
-* readings are built as named tuples straight from those columns.
+* the values and qualities are appended to the poll's columns, from which
+  a :class:`drivers.base.ReadingBatch` builds readings on demand.
 
 Points of other types (bits, strings, bool flags in registers) and every
 value that fails a check go through :func:`decode_point`, which also writes
@@ -24,24 +25,18 @@ import math
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from itertools import repeat
 from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
 
-from drivers.base import GOOD, Quality, QualityReason, Reading, ScalarValue
+from drivers.base import GOOD, Quality, QualityReason, ScalarValue
 from drivers.codec import STRUCT_FORMAT, apply_scale, decode_scalar, decode_string
 from drivers.errors import DriverDecodeError
 from drivers.planner import BIT_TABLES, ReadRequest, point_slice
 from drivers.spec import REGISTER_COUNT, DataType, Endian, ModbusPointSpec
 
 _FLOAT_TYPES: Final = frozenset({DataType.FLOAT32, DataType.FLOAT64})
-
-_new_tuple: Final = tuple.__new__
-"""Builds a reading from one row of fields without the keyword handling of
-the named tuple's own constructor, which would double the cost."""
 
 Number = float | int
 
@@ -162,21 +157,18 @@ class _NumericLayout:
 
 
 class BlockDecoder:
-    """Turns the registers or bits of one request into one reading per point.
+    """Turns the registers or bits of one request into a value and a
+    quality per point, in the request's point order.
 
     Args:
         request: the planned read.
-        source: the device id written into every reading.
     """
 
-    def __init__(self, request: ReadRequest, *, source: str) -> None:
+    def __init__(self, request: ReadRequest) -> None:
         self.request = request
-        self.source = source
         points = request.points
         self._slices = [point_slice(request, p) for p in points]
-        self._assets = [p.asset for p in points]
-        self._names = [p.name for p in points]
-        self._units = [p.unit for p in points]
+        self._all_good = (GOOD,) * len(points)
 
         numeric: list[int] = []
         if request.table not in BIT_TABLES:
@@ -190,59 +182,48 @@ class BlockDecoder:
             )
         self._pack = struct.Struct(f">{request.count}H").pack
 
-    def decode(
-        self, values: Sequence[int] | Sequence[bool], timestamp: datetime
-    ) -> list[Reading]:
-        """Decode one block read at ``timestamp``, in the request's point order.
+    def decode_into(
+        self,
+        raw: Sequence[int] | Sequence[bool],
+        values: list[ScalarValue],
+        qualities: list[Quality],
+    ) -> None:
+        """Decode one block and append a value and a quality per point.
 
-        ``values`` contains the request's ``count`` registers (or bits).
+        ``raw`` contains the request's ``count`` registers (or bits).
         """
         numbers: Sequence[Number] = ()
         failing: list[int] = []
         layout = self._layout
         if layout is not None:
-            numbers = layout.values(self._pack(*values))
+            numbers = layout.values(self._pack(*raw))
             failing = layout.failing(numbers)
 
         if self._others or failing:
-            decoded, qualities = self._merge(values, numbers, failing)
-            return self._readings(decoded, qualities, timestamp)
-        return self._readings(numbers, repeat(GOOD), timestamp)
+            decoded, checked = self._merge(raw, numbers, failing)
+            values.extend(decoded)
+            qualities.extend(checked)
+            return
+        values.extend(numbers)
+        qualities.extend(self._all_good)
 
     def _merge(
         self,
-        values: Sequence[int] | Sequence[bool],
+        raw: Sequence[int] | Sequence[bool],
         numbers: Sequence[Number],
         failing: list[int],
     ) -> tuple[list[ScalarValue], list[Quality]]:
         points = self.request.points
         decoded: list[ScalarValue] = [None] * len(points)
-        qualities = [GOOD] * len(points)
+        qualities = list(self._all_good)
         for i, number in zip(self._numeric, numbers, strict=True):
             decoded[i] = number
         # Decoding a failing value again the slow way writes the quality
         # detail; such values are rare.
         slow = [self._numeric[k] for k in failing] + self._others
         for i in slow:
-            decoded[i], qualities[i] = decode_point(points[i], values[self._slices[i]])
+            decoded[i], qualities[i] = decode_point(points[i], raw[self._slices[i]])
         return decoded, qualities
-
-    def _readings(
-        self,
-        decoded: Sequence[ScalarValue],
-        qualities: Sequence[Quality] | repeat[Quality],
-        timestamp: datetime,
-    ) -> list[Reading]:
-        rows = zip(
-            self._assets,
-            self._names,
-            repeat(timestamp),
-            decoded,
-            self._units,
-            qualities,
-            repeat(self.source),
-        )
-        return list(map(_new_tuple, repeat(Reading), rows))
 
 
 def decode_point(
