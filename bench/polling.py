@@ -6,12 +6,15 @@ simulator on loopback, then times, in the same process and run:
 * ``bare``: an AsyncModbusTcpClient reading the planner's blocks and
   decoding each point's float32 with ``struct.unpack_from``, but building
   no reading and checking nothing;
-* ``driver``: ModbusDriver.read_points on the same blocks, decoded;
-* ``per-point``: ModbusDriver with one request per point.
+* ``driver``: ModbusDriver.read_points on the same blocks, decoded and
+  checked into a ReadingBatch;
+* ``driver_records``: the same, then building every Reading record of
+  the batch, as a consumer that iterates the readings does;
+* ``per_point``: ModbusDriver with one request per point.
 
-``bare`` and ``driver`` run in 10 alternating rounds. The overhead is
-given from each loop's best round, and as the median of the ten paired
-rounds' overheads.
+``bare``, ``driver`` and ``driver_records`` run in alternating rounds.
+Each overhead is given from each loop's best round, and as the median of
+the paired rounds' overheads.
 
 It also counts the requests the planner issues for the shipped profiles.
 Run: ``.venv/bin/python bench/polling.py [--cycles N] [--json]``.
@@ -26,6 +29,7 @@ import statistics
 import struct
 import time
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -40,7 +44,7 @@ from drivers.spec import DataType, ModbusPointSpec, ModbusTcpSpec, RegisterTable
 UNITS = range(1, 11)
 POINTS_PER_UNIT = 100
 SPACING = 3  # one unused register between float32 points
-ROUNDS = 10
+ROUNDS = 20
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -67,15 +71,20 @@ def drivers_for(port: int, max_gap: int) -> list[ModbusDriver]:
     ]  # fmt: skip
 
 
-async def time_drivers(drivers: list[ModbusDriver], cycles: int) -> float:
+async def time_drivers(
+    drivers: list[ModbusDriver], cycles: int, *, records: bool = False
+) -> float:
+    """Return readings per second; with ``records``, build every Reading."""
     for driver in drivers:
         await driver.connect()
     count = 0
-    last: list[Reading] = []
+    last: Sequence[Reading] = []
     started = time.perf_counter()
     for _ in range(cycles):
         for driver in drivers:
             last = await driver.read_points()
+            if records:
+                last = list(last)
             count += len(last)
     elapsed = time.perf_counter() - started
     for driver in drivers:
@@ -137,10 +146,13 @@ async def run(cycles: int) -> dict[str, object]:
         # not land on one loop only.
         bare_rounds: list[float] = []
         driver_rounds: list[float] = []
+        records_rounds: list[float] = []
         for _ in range(ROUNDS):
             bare_rounds.append(await time_bare(simulator.port, cycles))
             drivers = drivers_for(simulator.port, 10)
             driver_rounds.append(await time_drivers(drivers, cycles))
+            drivers = drivers_for(simulator.port, 10)
+            records_rounds.append(await time_drivers(drivers, cycles, records=True))
         per_point = await time_drivers(
             drivers_for(simulator.port, 0), max(1, cycles // 10)
         )
@@ -148,20 +160,28 @@ async def run(cycles: int) -> dict[str, object]:
         await simulator.stop()
     planned = len(plan_reads(points(), max_gap=10))
     bare, driver = max(bare_rounds), max(driver_rounds)
-    paired = [
-        100.0 * (b / d - 1.0) for b, d in zip(bare_rounds, driver_rounds, strict=True)
-    ]
+    records = max(records_rounds)
     return {
         "points": len(UNITS) * POINTS_PER_UNIT,
         "cycles": cycles,
-        "readings_per_s": {"bare": bare, "driver": driver, "per_point": per_point},
+        "rounds": ROUNDS,
+        "readings_per_s": {"bare": bare, "driver": driver,
+                           "driver_records": records, "per_point": per_point},
         "driver_overhead_pct": 100.0 * (bare / driver - 1.0),
-        "driver_overhead_pct_median": statistics.median(paired),
+        "driver_overhead_pct_median": median_overhead(bare_rounds, driver_rounds),
+        "records_overhead_pct": 100.0 * (bare / records - 1.0),
+        "records_overhead_pct_median": median_overhead(bare_rounds, records_rounds),
         "requests_per_cycle": {"planned": planned * len(UNITS),
                                "per_point": POINTS_PER_UNIT * len(UNITS)},
         "profiles": {k: {"points": p, "requests": r}
                      for k, (p, r) in profile_requests().items()},
     }  # fmt: skip
+
+
+def median_overhead(bare_rounds: list[float], rounds: list[float]) -> float:
+    """Return the median overhead in % of rounds paired with bare rounds."""
+    paired = [100.0 * (b / r - 1.0) for b, r in zip(bare_rounds, rounds, strict=True)]
+    return statistics.median(paired)
 
 
 def main() -> None:
@@ -175,13 +195,15 @@ def main() -> None:
         return
     rates = result["readings_per_s"]
     assert isinstance(rates, dict)
-    print(f"{'loop':<12}{'readings/s':>12}{'ratio to bare':>16}")
+    print(f"{'loop':<16}{'readings/s':>12}{'ratio to bare':>16}")
     for name, rate in rates.items():
-        print(f"{name:<12}{rate:>12.0f}{rate / rates['bare']:>16.2f}")
-    print(
-        f"driver overhead: {result['driver_overhead_pct']:.1f} % (best rounds), "
-        f"{result['driver_overhead_pct_median']:.1f} % (median of paired rounds)"
-    )
+        print(f"{name:<16}{rate:>12.0f}{rate / rates['bare']:>16.2f}")
+    for name in ("driver", "records"):
+        print(
+            f"{name} overhead: {result[f'{name}_overhead_pct']:.1f} % (best "
+            f"rounds), {result[f'{name}_overhead_pct_median']:.1f} % (median "
+            "of paired rounds)"
+        )
     print(f"requests per cycle: {result['requests_per_cycle']}")
     print(f"shipped profiles (points, requests): {result['profiles']}")
 
