@@ -33,9 +33,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse
 
 from drivers.base import Reading
 from drivers.modbus import ModbusDriver
+from drivers.modbus_link import ModbusLink
 from drivers.planner import plan_reads
 from drivers.sim.modbus_sensors import SimRegisterBank
 from drivers.sim.modbus_server import ModbusSimulator
@@ -97,11 +99,19 @@ async def time_drivers(
 
 
 async def time_bare(port: int, cycles: int) -> float:
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, retries=0, reconnect_delay=0)
+    await client.connect()
+    try:
+        return await bare_loop(client, cycles)
+    finally:
+        client.close()
+
+
+async def bare_loop(client: AsyncModbusTcpClient | CannedClient, cycles: int) -> float:
+    """Return the bare loop's readings per second on a connected client."""
     blocks = plan_reads(points(), max_gap=10)
     # Byte offset of each float32 in its block, for struct.unpack_from.
     offsets = [[2 * (p.address - b.address) for p in b.points] for b in blocks]
-    client = AsyncModbusTcpClient("127.0.0.1", port=port, retries=0, reconnect_delay=0)
-    await client.connect()
     count = 0
     started = time.perf_counter()
     for _ in range(cycles):
@@ -115,9 +125,54 @@ async def time_bare(port: int, cycles: int) -> float:
                 packed = struct.pack(f">{len(registers)}H", *registers)
                 values = [struct.unpack_from(">f", packed, o)[0] for o in block_offsets]
                 count += len(values)
-    elapsed = time.perf_counter() - started
-    client.close()
-    return count / elapsed
+    return count / (time.perf_counter() - started)
+
+
+class CannedClient:
+    """A stand-in for the pymodbus client that answers every read at once
+    with a prepared response, so only the caller's own work is timed."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self._responses: dict[tuple[int, int], ReadHoldingRegistersResponse] = {}
+
+    async def read_holding_registers(
+        self, address: int, *, count: int, device_id: int
+    ) -> ReadHoldingRegistersResponse:
+        key = (address, count)
+        if key not in self._responses:
+            # The simulator's bank: register ``a`` holds ``a``.
+            registers = list(range(address, address + count))
+            self._responses[key] = ReadHoldingRegistersResponse(registers=registers)
+        return self._responses[key]
+
+
+async def own_work_us(cycles: int) -> dict[str, float]:
+    """Return µs per request of the driver's and the bare loop's own work.
+
+    Both run against :class:`CannedClient`, so pymodbus, the socket and
+    the simulator are left out. Best of 5 alternating rounds.
+    """
+    driver = drivers_for(0, 10)[0]
+    # The driver is never connected: its link is replaced by one whose
+    # client answers in-process.
+    driver._link = ModbusLink(CannedClient(), endpoint="canned")  # type: ignore[arg-type]
+    requests = len(driver.requests)
+    bare_rates: list[float] = []
+    driver_rates: list[float] = []
+    for _ in range(5):
+        bare_rates.append(await bare_loop(CannedClient(), cycles))
+        started = time.perf_counter()
+        for _ in range(cycles * len(UNITS)):
+            await driver.read_points()
+        elapsed = time.perf_counter() - started
+        driver_rates.append(cycles * len(UNITS) * requests / elapsed)
+    per_request = POINTS_PER_UNIT / requests  # readings per request
+    return {
+        "bare": 1e6 * per_request / max(bare_rates),
+        "driver": 1e6 / max(driver_rates),
+    }
 
 
 def profile_requests() -> dict[str, tuple[int, int]]:
@@ -159,6 +214,7 @@ async def run(cycles: int) -> dict[str, object]:
     finally:
         await simulator.stop()
     planned = len(plan_reads(points(), max_gap=10))
+    own_work = await own_work_us(cycles * 10)
     bare, driver = max(bare_rounds), max(driver_rounds)
     records = max(records_rounds)
     return {
@@ -171,6 +227,7 @@ async def run(cycles: int) -> dict[str, object]:
         "driver_overhead_pct_median": median_overhead(bare_rounds, driver_rounds),
         "records_overhead_pct": 100.0 * (bare / records - 1.0),
         "records_overhead_pct_median": median_overhead(bare_rounds, records_rounds),
+        "own_work_us_per_request": own_work,
         "requests_per_cycle": {"planned": planned * len(UNITS),
                                "per_point": POINTS_PER_UNIT * len(UNITS)},
         "profiles": {k: {"points": p, "requests": r}
@@ -204,6 +261,12 @@ def main() -> None:
             f"rounds), {result[f'{name}_overhead_pct_median']:.1f} % (median "
             "of paired rounds)"
         )
+    own = result["own_work_us_per_request"]
+    assert isinstance(own, dict)
+    print(
+        f"own work per request, pymodbus left out: driver {own['driver']:.2f} "
+        f"µs, bare {own['bare']:.2f} µs"
+    )
     print(f"requests per cycle: {result['requests_per_cycle']}")
     print(f"shipped profiles (points, requests): {result['profiles']}")
 

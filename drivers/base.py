@@ -130,15 +130,23 @@ class ReadingBatch(Sequence[Reading]):
         values: Sequence[ScalarValue],
         qualities: Sequence[Quality],
     ) -> None:
-        lengths = {
-            "assets": len(assets),
-            "points": len(points),
-            "units": len(units),
-            "timestamps": len(timestamps),
-            "values": len(values),
-            "qualities": len(qualities),
-        }
-        if len(set(lengths.values())) > 1:
+        size = len(values)
+        if not (
+            len(assets)
+            == len(points)
+            == len(units)
+            == len(timestamps)
+            == len(qualities)
+            == size
+        ):
+            lengths = {
+                "assets": len(assets),
+                "points": len(points),
+                "units": len(units),
+                "timestamps": len(timestamps),
+                "values": size,
+                "qualities": len(qualities),
+            }
             raise ValueError(f"expected columns of one length, found {lengths}")
         self.assets = assets
         self.points = points
