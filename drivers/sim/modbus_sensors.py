@@ -5,6 +5,15 @@ from the wall clock, so a recording replays in real time. The layouts are
 the ones the profiles ``config/devices/vib-triax-modbus.toml`` and
 ``config/devices/oil-modbus.toml`` describe; every multi-register value is
 big-endian (ABCD). Addresses are zero-based.
+
+Each sensor also has a :class:`RegisterMap`: the address ranges it serves
+in each table. A datasheet lists a sensor's registers as a few groups of
+related values, so each range runs from the first to the last register of
+one group. A register inside a range that carries no value (a reserved
+register between two values, such as input register 9 of the oil sensor)
+reads as 0, so a planned read that spans such a gap succeeds. A read that
+touches any address outside every range of its table fails with exception
+code 2 (ILLEGAL DATA ADDRESS), as it would on a real sensor.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -19,7 +29,7 @@ from numpy.typing import NDArray
 
 from drivers.codec import encode_values
 from drivers.sim.recordings import Recording, load_recording
-from drivers.spec import DataType
+from drivers.spec import DataType, RegisterTable
 
 GRAVITY_M_S2: Final = 9.80665
 
@@ -59,6 +69,57 @@ OIL_CODE_6UM: Final = 7  # uint16
 OIL_CODE_14UM: Final = 8  # uint16
 OIL_WATER_SATURATION: Final = 10  # float32, %
 OIL_TEMPERATURE: Final = 12  # float32, °C
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegisterMap:
+    """Address ranges a sensor serves, per table; an empty table has none."""
+
+    coil: tuple[range, ...] = ()
+    discrete_input: tuple[range, ...] = ()
+    input: tuple[range, ...] = ()
+    holding: tuple[range, ...] = ()
+
+    def ranges(self, table: RegisterTable) -> tuple[range, ...]:
+        """Return the ranges of ``table``."""
+        by_table = {
+            RegisterTable.COIL: self.coil,
+            RegisterTable.DISCRETE_INPUT: self.discrete_input,
+            RegisterTable.INPUT: self.input,
+            RegisterTable.HOLDING: self.holding,
+        }
+        return by_table[table]
+
+    def covers(self, table: RegisterTable, address: int, count: int) -> bool:
+        """Return whether ``count`` addresses from ``address`` are all served.
+
+        Adjacent ranges join, so a read may run from one into the next.
+        """
+        position, end = address, address + count
+        for served in sorted(self.ranges(table), key=lambda r: r.start):
+            if served.start <= position < served.stop:
+                position = served.stop
+            if position >= end:
+                return True
+        return False
+
+
+VIB_REGISTER_MAP: Final = RegisterMap(
+    input=(
+        range(VIB_VELOCITY_RMS, VIB_RPM + 2),
+        range(CAPTURE_READY, CAPTURE_START_INDEX + 2),
+        range(CAPTURE_BLOCK, CAPTURE_BLOCK + 2 * BLOCK_WINDOW_SAMPLES),
+    ),
+    holding=(range(CAPTURE_TRIGGER, CAPTURE_PAGE + 1),),
+)
+"""The vibration sensor's groups: overall values (input 0-9), capture
+header (input 100-111), sample block window (input 1000-65535) and
+capture control (holding 100-104)."""
+
+OIL_REGISTER_MAP: Final = RegisterMap(
+    input=(range(OIL_COUNT_4UM, OIL_TEMPERATURE + 2),),
+)
+"""The oil sensor's one group: counts, codes and readings (input 0-13)."""
 
 ISO4406_UPPER_LIMITS: Final = (
     0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.3, 2.5, 5.0, 10.0, 20.0, 40.0,
@@ -112,6 +173,7 @@ class SimVibrationSensor:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.unit_id = unit_id
+        self.register_map = VIB_REGISTER_MAP
         self.recording: Recording = load_recording(recording)
         self._clock = clock
         self._start = clock()
@@ -250,6 +312,7 @@ class SimOilSensor:
         self, unit_id: int, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.unit_id = unit_id
+        self.register_map = OIL_REGISTER_MAP
         self._clock = clock
         self._start = clock()
 
@@ -292,12 +355,14 @@ class SimOilSensor:
 class SimRegisterBank:
     """A plain bank of holding registers, register ``a`` holding ``a``.
 
-    Used by the polling benchmark to serve many points cheaply.
+    Its map is holding registers 0 to ``size - 1``. Used by the polling
+    benchmark to serve many points cheaply.
     """
 
     def __init__(self, unit_id: int, size: int = 2000) -> None:
         self.unit_id = unit_id
         self.size = size
+        self.register_map = RegisterMap(holding=(range(size),))
         self._values = list(range(size))
 
     def input_registers(self, garbage: bool) -> dict[int, list[int]]:
@@ -306,9 +371,8 @@ class SimRegisterBank:
     def holding_registers(self) -> dict[int, list[int]]:
         return {}
 
-    def bank(self, address: int, count: int) -> list[int] | None:
-        if address + count > self.size:
-            return None
+    def bank(self, address: int, count: int) -> list[int]:
+        """Return ``count`` registers from ``address``, checked against the map."""
         return self._values[address : address + count]
 
     def write_holding(self, address: int, values: list[int]) -> str | None:

@@ -28,13 +28,32 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 
 from drivers.sim.modbus_sensors import (
     CAPTURE_BLOCK,
+    RegisterMap,
     SimOilSensor,
     SimRegisterBank,
     SimSensor,
     SimVibrationSensor,
 )
+from drivers.spec import RegisterTable
 
 logger = logging.getLogger(__name__)
+
+TABLE_OF_FUNCTION: Final = {
+    1: RegisterTable.COIL,
+    2: RegisterTable.DISCRETE_INPUT,
+    3: RegisterTable.HOLDING,
+    4: RegisterTable.INPUT,
+    5: RegisterTable.COIL,
+    6: RegisterTable.HOLDING,
+    22: RegisterTable.HOLDING,
+    23: RegisterTable.HOLDING,
+}
+"""Table read through ``async_getValues`` for each function code.
+
+pymodbus 3.16 reads from the datastore for writes 5 and 6 too, because it
+echoes the written value from there, and for the mask write 22, which
+changes bits of the value it reads.
+"""
 
 
 def default_sensors() -> list[SimSensor]:
@@ -84,22 +103,23 @@ class _SensorContext(ModbusServerContext):
             return ExcCodes(code)
         garbage = device_id in self.simulator.garbage
 
-        if func_code in (1, 2, 5, 15):
+        table = TABLE_OF_FUNCTION.get(func_code)
+        if table is None:
+            return ExcCodes.ILLEGAL_FUNCTION
+        if not sensor.register_map.covers(table, address, count):
             return ExcCodes.ILLEGAL_ADDRESS
-        if isinstance(sensor, SimRegisterBank) and func_code in (3, 6, 16):
-            values = sensor.bank(address, count)
-            return ExcCodes.ILLEGAL_ADDRESS if values is None else values
-        if func_code == 4:
+
+        if isinstance(sensor, SimRegisterBank):
+            return sensor.bank(address, count)
+        if table is RegisterTable.INPUT:
             if isinstance(sensor, SimVibrationSensor) and address >= CAPTURE_BLOCK:
                 block = sensor.block_registers(address - CAPTURE_BLOCK, count)
                 return [int(v) for v in block]
             registers = _flatten(sensor.input_registers(garbage))
         else:
             registers = _flatten(sensor.holding_registers())
-        wanted = range(address, address + count)
-        if not any(a in registers for a in wanted):
-            return ExcCodes.ILLEGAL_ADDRESS
-        return [registers.get(a, 0) for a in wanted]
+        # A register inside the map that carries no value reads as 0.
+        return [registers.get(a, 0) for a in range(address, address + count)]
 
     async def async_setValues(
         self,
@@ -153,6 +173,16 @@ class _RtuServer(ModbusSerialServer):
 
 class ModbusSimulator:
     """Simulated Modbus sensors on TCP (loopback) or on a serial device.
+
+    A read is served only when every address it touches lies inside the
+    sensor's register map (see :class:`RegisterMap`). The map of a table
+    is a few contiguous ranges, each from the first to the last register
+    of one group of related values on the sensor's datasheet. Reserved
+    registers inside a range read as 0, so a planned read that spans a
+    small gap between two points of one group succeeds. A read that
+    touches any address outside every range, including any read of a
+    table the sensor has no range in, fails with exception code 2
+    (ILLEGAL DATA ADDRESS).
 
     Args:
         host: address to listen on; keep it on loopback in tests.
@@ -287,6 +317,7 @@ class ModbusSimulator:
 
 __all__ = [
     "ModbusSimulator",
+    "RegisterMap",
     "SimOilSensor",
     "SimRegisterBank",
     "SimVibrationSensor",
