@@ -44,6 +44,7 @@ from agent.settings import (
     expand_dotted_keys,
     modicon_offset,
     settings_sources,
+    waveform_modicon_offsets,
 )
 from agent.toml_locator import TomlLocator
 
@@ -353,14 +354,14 @@ def _modicon_notes(
     devices = data.get("devices")
     for device_id, table in devices.items() if isinstance(devices, Mapping) else ():
         prefix = ("devices", device_id)
-        for path, text in _point_notes(table, prefix):
+        for path, text in _address_notes(table, prefix):
             notes.append(locate.problem(path, text))
     seen: set[Path] = set()
     for profile in profiles.values():
         if profile.path in seen:
             continue
         seen.add(profile.path)
-        for path, text in _point_notes(profile.data, ()):
+        for path, text in _address_notes(profile.data, ()):
             notes.append(
                 Problem(
                     source=str(profile.path),
@@ -370,6 +371,17 @@ def _modicon_notes(
                 )
             )
     return notes
+
+
+def _address_notes(table: Any, prefix: KeyPath) -> list[tuple[KeyPath, str]]:
+    return _point_notes(table, prefix) + _waveform_notes(table, prefix)
+
+
+def _modicon_note(address: int, register_table: str, offset: int) -> str:
+    return (
+        f"note: {address} is a Modicon {register_table}-register number; "
+        f"using {register_table} offset {offset}"
+    )
 
 
 def _point_notes(table: Any, prefix: KeyPath) -> list[tuple[KeyPath, str]]:
@@ -390,10 +402,28 @@ def _point_notes(table: Any, prefix: KeyPath) -> list[tuple[KeyPath, str]]:
         found.append(
             (
                 (*prefix, "points", name, "address"),
-                f"note: {address} is a Modicon {register_table}-register number; "
-                f"using {register_table} offset {offset}",
+                _modicon_note(address, register_table, offset),
             )
         )
+    return found
+
+
+def _waveform_notes(table: Any, prefix: KeyPath) -> list[tuple[KeyPath, str]]:
+    waveforms = table.get("waveforms") if isinstance(table, Mapping) else None
+    if not isinstance(waveforms, Mapping):
+        return []
+    found = []
+    for name, waveform in waveforms.items():
+        if not isinstance(waveform, Mapping):
+            continue
+        converted = waveform_modicon_offsets(waveform)
+        for key, (register_table, offset) in converted.items():
+            found.append(
+                (
+                    (*prefix, "waveforms", name, key),
+                    _modicon_note(waveform[key], register_table, offset),
+                )
+            )
     return found
 
 

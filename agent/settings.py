@@ -47,6 +47,7 @@ from agent.settings_devices import (
     OpcUaPointSettings,
     OpcUaWaveformSettings,
     modicon_offset,
+    waveform_modicon_offsets,
 )
 from agent.settings_types import (
     ConfigFloat,
@@ -94,6 +95,7 @@ __all__ = [
     "load_settings",
     "modicon_offset",
     "settings_sources",
+    "waveform_modicon_offsets",
 ]
 """Device models live in :mod:`agent.settings_devices` and the building
 blocks in :mod:`agent.settings_types`; this module re-exports them."""

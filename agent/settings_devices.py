@@ -46,6 +46,23 @@ REGISTER_COUNTS: Final = {
 }
 """Registers each fixed-size type occupies; strings need an explicit count."""
 
+WAVEFORM_READ_ADDRESS_KEYS: Final = (
+    "block_address",
+    "sample_count_address",
+    "sample_rate_address",
+    "sequence_address",
+    "ready_address",
+    "rpm_address",
+)
+"""Waveform address keys the driver reads from the waveform's ``table``."""
+
+WAVEFORM_WRITE_ADDRESS_KEYS: Final = (
+    "trigger_address",
+    "capture_length_address",
+    "page_address",
+)
+"""Waveform address keys the driver writes, always as holding registers."""
+
 _BARE_NAMESPACE_INDEX: Final = re.compile(r"(?:^|;)\s*ns=(\d+)\s*;")
 
 
@@ -59,6 +76,45 @@ def modicon_offset(address: int) -> tuple[str, int] | None:
     if table is None or address % 10_000 == 0:
         return None
     return table, address % 10_000 - 1
+
+
+def _modicon_value(value: Any) -> tuple[str, int] | None:
+    """Return :func:`modicon_offset` of a raw TOML value, None for a non-int."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    return modicon_offset(value)
+
+
+def waveform_modicon_offsets(
+    waveform: Mapping[str, Any],
+) -> dict[str, tuple[str, int]]:
+    """Find the Modicon numbers to convert in a raw waveform table.
+
+    A read address converts when its number's table is the waveform's
+    ``table``. Without a ``table`` key, the numbers of the read addresses
+    choose it, unless they name both tables, in which case none of them
+    converts. A write address converts when it is a holding-register
+    number, because the driver writes holding registers only.
+
+    Returns:
+        ``{key: (table, offset)}`` for each address key to convert.
+    """
+    reads = {
+        key: converted
+        for key in WAVEFORM_READ_ADDRESS_KEYS
+        if (converted := _modicon_value(waveform.get(key))) is not None
+    }
+    table = waveform.get("table")
+    if table is None:
+        implied = {register_table for register_table, _ in reads.values()}
+        table = implied.pop() if len(implied) == 1 else None
+    found = {key: c for key, c in reads.items() if c[0] == table}
+
+    for key in WAVEFORM_WRITE_ADDRESS_KEYS:
+        converted = _modicon_value(waveform.get(key))
+        if converted is not None and converted[0] == "holding":
+            found[key] = converted
+    return found
 
 
 def _check_range(range_: tuple[float, float] | None) -> list[tuple[str, str]]:
@@ -193,7 +249,13 @@ class ModbusPointSettings(StrictModel):
 
 
 class ModbusWaveformSettings(StrictModel):
-    """A waveform capture block; see ``drivers.spec.ModbusWaveformSpec``."""
+    """A waveform capture block; see ``drivers.spec.ModbusWaveformSpec``.
+
+    Every ``*_address`` is a zero-based offset. Modicon numbers (40001-49999
+    for holding, 30001-39999 for input registers) are converted by the
+    rules of :func:`waveform_modicon_offsets`, and ``check-config``
+    reports each conversion.
+    """
 
     table: Literal["holding", "input"] = "input"
     block_address: ConfigInt = Field(ge=0)
@@ -220,9 +282,28 @@ class ModbusWaveformSettings(StrictModel):
     page_samples: ConfigInt | None = Field(default=None, ge=1)
     asset: Identifier | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _convert_modicon_addresses(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        converted = waveform_modicon_offsets(data)
+        if not converted:
+            return data
+        update = {key: offset for key, (_, offset) in converted.items()}
+        read_tables = [
+            table
+            for key, (table, _) in converted.items()
+            if key in WAVEFORM_READ_ADDRESS_KEYS
+        ]
+        if read_tables and "table" not in data:
+            # Every converted read address names the same table.
+            update["table"] = read_tables[0]
+        return {**data, **update}
+
     @model_validator(mode="after")
     def _check_capture(self) -> ModbusWaveformSettings:
-        problems: list[tuple[str, str]] = []
+        problems = self._check_modicon_tables()
         if (self.page_address is None) != (self.page_samples is None):
             problems.append(
                 (
@@ -256,6 +337,31 @@ class ModbusWaveformSettings(StrictModel):
             )
         raise_problems(problems)
         return self
+
+    def _check_modicon_tables(self) -> list[tuple[str, str]]:
+        # Numbers of both tables stay unconverted, because a waveform reads
+        # one table and no ``table`` key chooses which.
+        if "table" in self.model_fields_set:
+            return []
+        numbers = {
+            key: converted
+            for key in WAVEFORM_READ_ADDRESS_KEYS
+            if (converted := _modicon_value(getattr(self, key))) is not None
+        }
+        if len({table for table, _ in numbers.values()}) < 2:
+            return []
+        listed = ", ".join(
+            f"{key} = {getattr(self, key)} ({table})"
+            for key, (table, _) in numbers.items()
+        )
+        return [
+            (
+                "table",
+                "expected the Modicon register numbers of one table, found "
+                f"{listed}; set table = 'input' or 'holding', or give "
+                "zero-based offsets",
+            )
+        ]
 
 
 class OpcUaNodeSettings(StrictModel):

@@ -246,6 +246,101 @@ class TestPointRules:
         ]
 
 
+class TestWaveformAddresses:
+    def test_waveform_modicon_addresses_noted(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "agent.toml",
+            [
+                "[assets.pump1]",
+                *MODBUS_DEVICE,
+                "[devices.pump1.waveforms.accel]",  # 6
+                "block_address = 31001",  # 7
+                "max_samples = 4096",  # 8
+                "sample_count_address = 30107",  # 9
+                "sample_rate_address = 30105",  # 10
+                "sequence_address = 102",  # 11
+                "trigger_address = 40101",  # 12
+            ],
+        )
+
+        report = inspect_config(path, environ={})
+
+        assert report.problems == []
+        assert [str(note) for note in report.notes] == [
+            f"{path}:7: devices.pump1.waveforms.accel.block_address: note: 31001 "
+            "is a Modicon input-register number; using input offset 1000",
+            f"{path}:9: devices.pump1.waveforms.accel.sample_count_address: note: "
+            "30107 is a Modicon input-register number; using input offset 106",
+            f"{path}:10: devices.pump1.waveforms.accel.sample_rate_address: note: "
+            "30105 is a Modicon input-register number; using input offset 104",
+            f"{path}:12: devices.pump1.waveforms.accel.trigger_address: note: "
+            "40101 is a Modicon holding-register number; using holding offset 100",
+        ]
+        assert report.settings is not None
+        accel = report.settings.devices["pump1"].waveforms["accel"]
+        assert accel.table == "input"
+        assert accel.block_address == 1000
+        assert accel.sample_count_address == 106
+        assert accel.sample_rate_address == 104
+        assert accel.sequence_address == 102
+        assert accel.trigger_address == 100
+
+    def test_profile_waveform_modicon_noted(self, tmp_path: Path) -> None:
+        devices = tmp_path / "devices"
+        devices.mkdir()
+        profile_lines = [
+            "[profile]",  # 1
+            'name = "my-sensor"',  # 2
+            'protocol = "modbus"',  # 3
+            "[waveforms.accel]",  # 4
+            "block_address = 41001",  # 5
+            "max_samples = 4096",  # 6
+            "sample_count_address = 40107",  # 7
+            "sample_rate_address = 104",  # 8
+            "sequence_address = 102",  # 9
+        ]
+        profile = write(devices / "my-sensor.toml", profile_lines)
+        path = write(
+            tmp_path / "agent.toml",
+            ["[assets.pump1]", *MODBUS_DEVICE, 'profile = "my-sensor"'],
+        )
+
+        report = inspect_config(path, environ={})
+
+        assert report.problems == []
+        assert [str(note) for note in report.notes] == [
+            f"{profile}:5: waveforms.accel.block_address: note: 41001 is a "
+            "Modicon holding-register number; using holding offset 1000",
+            f"{profile}:7: waveforms.accel.sample_count_address: note: 40107 is "
+            "a Modicon holding-register number; using holding offset 106",
+        ]
+
+    def test_waveform_numbers_of_both_tables_rejected(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "agent.toml",
+            [
+                "[assets.pump1]",
+                *MODBUS_DEVICE,
+                "[devices.pump1.waveforms.accel]",  # 6
+                "block_address = 31001",  # 7
+                "max_samples = 4096",  # 8
+                "sample_count_address = 40107",  # 9
+                "sample_rate_address = 104",  # 10
+                "sequence_address = 102",  # 11
+            ],
+        )
+
+        report = inspect_config(path, environ={})
+
+        assert [str(problem) for problem in report.problems] == [
+            f"{path}:6: devices.pump1.waveforms.accel.table: expected the Modicon "
+            "register numbers of one table, found block_address = 31001 (input), "
+            "sample_count_address = 40107 (holding); set table = 'input' or "
+            "'holding', or give zero-based offsets",
+        ]
+        assert report.notes == []
+
+
 class TestBooleanNumbers:
     def test_booleans_reported_at_their_lines(self, tmp_path: Path) -> None:
         lines = [

@@ -45,6 +45,22 @@ sample_rate_address = 12
 sequence_address = 14
 """
 
+MODICON_PROFILE = """\
+[profile]
+name = "test-vib"
+protocol = "modbus"
+
+[waveforms.accel]
+block_address = 31001
+max_samples = 4096
+sample_count_address = 30011
+sample_rate_address = 30013
+sequence_address = 14
+ready_address = 30101
+trigger_address = 40101
+"""
+"""The waveform of MODBUS_PROFILE with Modicon numbers for some addresses."""
+
 OPCUA_PROFILE = """\
 [profile]
 name = "test-ua"
@@ -133,6 +149,21 @@ class TestBuildDeviceSpecs:
         assert accel.table is spec.RegisterTable.INPUT
         assert accel.sample_type is spec.DataType.FLOAT32
         assert accel.ready_timeout_s == 5.0
+
+    def test_waveform_modicon_numbers_converted(self, config: Path) -> None:
+        profile = config.parent / "devices" / "test-vib.toml"
+        profile.write_text(MODICON_PROFILE, encoding="utf-8")
+
+        vib = build_device_specs(load_settings(config, environ={}))["vib"]
+        (accel,) = vib.waveforms
+
+        assert accel.table is spec.RegisterTable.INPUT
+        assert accel.block_address == 1000
+        assert accel.sample_count_address == 10
+        assert accel.sample_rate_address == 12
+        assert accel.sequence_address == 14
+        assert accel.ready_address == 100
+        assert accel.trigger_address == 100
 
     def test_browse_root_prefixes_profile_paths_only(self, config: Path) -> None:
         ua = build_device_specs(load_settings(config, environ={}))["ua"]

@@ -17,6 +17,7 @@ from agent.errors import ConfigError
 from agent.settings import (
     ModbusPointSettings,
     ModbusTcpDeviceSettings,
+    ModbusWaveformSettings,
     Settings,
     StrictModel,
     load_settings,
@@ -203,6 +204,99 @@ class TestModbusPoint:
         assert (
             ModbusPointSettings(address=0, type="string", count=8).register_count == 8
         )
+
+
+def waveform(**addresses: object) -> ModbusWaveformSettings:
+    """Build a waveform from ``addresses`` on top of valid small offsets."""
+    fields: dict[str, object] = {
+        "block_address": 1000,
+        "max_samples": 4096,
+        "sample_count_address": 6,
+        "sample_rate_address": 4,
+        "sequence_address": 2,
+    }
+    fields.update(addresses)
+    return ModbusWaveformSettings(**fields)  # type: ignore[arg-type]
+
+
+class TestModbusWaveformAddresses:
+    # Each expected offset is the number minus 30001 (input) or 40001
+    # (holding), the Modicon convention.
+    @pytest.mark.parametrize(
+        ("key", "number", "offset"),
+        [
+            ("block_address", 31001, 1000),
+            ("sample_count_address", 30107, 106),
+            ("sample_rate_address", 30105, 104),
+            ("sequence_address", 30103, 102),
+            ("ready_address", 30101, 100),
+            ("rpm_address", 30109, 108),
+        ],
+    )
+    def test_input_number_converted(self, key: str, number: int, offset: int) -> None:
+        converted = waveform(**{key: number})
+
+        assert converted.table == "input"
+        assert getattr(converted, key) == offset
+
+    @pytest.mark.parametrize(
+        ("key", "number", "offset"),
+        [
+            ("trigger_address", 40101, 100),
+            ("capture_length_address", 40103, 102),
+            ("page_address", 40105, 104),
+        ],
+    )
+    def test_holding_write_number_converted(
+        self, key: str, number: int, offset: int
+    ) -> None:
+        extra = {"page_samples": 1024} if key == "page_address" else {}
+
+        converted = waveform(**{key: number}, **extra)
+
+        assert getattr(converted, key) == offset
+        assert converted.table == "input"
+
+    def test_holding_numbers_choose_holding_table(self) -> None:
+        converted = waveform(
+            block_address=41001, sample_count_address=40007, sequence_address=2
+        )
+
+        assert converted.table == "holding"
+        assert converted.block_address == 1000
+        assert converted.sample_count_address == 6
+        assert converted.sequence_address == 2
+
+    def test_explicit_other_table_keeps_offset(self) -> None:
+        settings = waveform(table="holding", block_address=31001, ready_address=40101)
+
+        assert settings.table == "holding"
+        assert settings.block_address == 31001
+        assert settings.ready_address == 100
+
+    def test_input_number_for_write_kept(self) -> None:
+        # The driver writes holding registers only, so an input-register
+        # number stays a holding offset, as a point's does in another table.
+        settings = waveform(trigger_address=30101)
+
+        assert settings.trigger_address == 30101
+
+    def test_numbers_of_both_tables_rejected(self) -> None:
+        with pytest.raises(ValidationError) as caught:
+            waveform(block_address=31001, sample_count_address=40107)
+
+        message = str(caught.value)
+        assert "table: expected the Modicon register numbers of one table" in message
+        assert "block_address = 31001 (input)" in message
+        assert "sample_count_address = 40107 (holding)" in message
+
+    def test_small_offsets_unchanged(self) -> None:
+        settings = waveform(ready_address=100, trigger_address=100)
+
+        assert settings.table == "input"
+        assert settings.block_address == 1000
+        assert settings.ready_address == 100
+        assert settings.trigger_address == 100
 
 
 class TestSettingsClass:
