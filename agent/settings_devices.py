@@ -261,14 +261,14 @@ class ModbusWaveformSettings(StrictModel):
     block_address: ConfigInt = Field(ge=0)
     sample_type: Literal["int16", "float32"] = "float32"
     max_samples: ConfigInt = Field(ge=16, le=1_048_576)
-    sample_count_address: ConfigInt = Field(ge=0)
+    sample_count_address: ConfigInt = Field(ge=0, le=65535)
     sample_count_type: Literal["uint16", "uint32"] = "uint32"
-    sample_rate_address: ConfigInt = Field(ge=0)
+    sample_rate_address: ConfigInt = Field(ge=0, le=65535)
     sample_rate_type: Literal["uint16", "uint32", "float32"] = "float32"
-    sequence_address: ConfigInt = Field(ge=0)
-    ready_address: ConfigInt | None = Field(default=None, ge=0)
-    trigger_address: ConfigInt | None = Field(default=None, ge=0)
-    rpm_address: ConfigInt | None = Field(default=None, ge=0)
+    sequence_address: ConfigInt = Field(ge=0, le=65535)
+    ready_address: ConfigInt | None = Field(default=None, ge=0, le=65535)
+    trigger_address: ConfigInt | None = Field(default=None, ge=0, le=65535)
+    rpm_address: ConfigInt | None = Field(default=None, ge=0, le=65535)
     rpm_type: Literal["uint16", "uint32", "float32"] = "float32"
     byte_order: Literal["big", "little"] = "big"
     word_order: Literal["big", "little"] = "big"
@@ -276,9 +276,9 @@ class ModbusWaveformSettings(StrictModel):
     unit: Literal["g", "m/s2"] = "g"
     chunk_registers: ConfigInt = Field(default=120, ge=2, le=125)
     ready_timeout: PositiveDurationS = 5.0
-    capture_length_address: ConfigInt | None = Field(default=None, ge=0)
+    capture_length_address: ConfigInt | None = Field(default=None, ge=0, le=65535)
     capture_samples: ConfigInt | None = Field(default=None, ge=16)
-    page_address: ConfigInt | None = Field(default=None, ge=0)
+    page_address: ConfigInt | None = Field(default=None, ge=0, le=65535)
     page_samples: ConfigInt | None = Field(default=None, ge=1)
     asset: Identifier | None = None
 

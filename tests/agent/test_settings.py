@@ -290,6 +290,30 @@ class TestModbusWaveformAddresses:
         assert "block_address = 31001 (input)" in message
         assert "sample_count_address = 40107 (holding)" in message
 
+    @pytest.mark.parametrize(
+        "key",
+        [
+            "sample_count_address",
+            "sample_rate_address",
+            "sequence_address",
+            "ready_address",
+            "trigger_address",
+            "rpm_address",
+            "capture_length_address",
+            "page_address",
+        ],
+    )
+    def test_address_past_65535_rejected(self, key: str) -> None:
+        # 300107 is a six-digit Modicon number, which is not converted.
+        extra = {"page_samples": 1024} if key == "page_address" else {}
+
+        with pytest.raises(ValidationError) as caught:
+            waveform(**{key: 300107}, **extra)
+
+        (error,) = caught.value.errors()
+        assert error["loc"] == (key,)
+        assert error["type"] == "less_than_equal"
+
     def test_small_offsets_unchanged(self) -> None:
         settings = waveform(ready_address=100, trigger_address=100)
 
