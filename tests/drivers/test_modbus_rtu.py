@@ -84,7 +84,9 @@ class LineRelay:
         self._lock = threading.Lock()
         self._stray: list[bytes] = []
         self._corrupt_pending = False
-        self._noise_until = 0.0
+        self._noise_started = 0.0
+        self._noise_total_bytes = 0
+        self._noise_sent_bytes = 0
         self.corrupted_replies = 0
         self.noise_bytes = 0
         self._stopping = threading.Event()
@@ -102,13 +104,19 @@ class LineRelay:
             self._corrupt_pending = True
 
     def noise(self, seconds: float) -> None:
-        """Send random bytes both ways for ``seconds``, besides the traffic."""
+        """Send random bytes both ways for ``seconds``, besides the traffic.
+
+        Each direction gets ``NOISE_BYTES_PER_S * seconds`` bytes in all,
+        paced by the clock rather than by relay ticks.
+        """
         with self._lock:
-            self._noise_until = time.monotonic() + seconds
+            self._noise_started = time.monotonic()
+            self._noise_total_bytes = int(NOISE_BYTES_PER_S * seconds)
+            self._noise_sent_bytes = 0
 
     def noise_active(self) -> bool:
         with self._lock:
-            return time.monotonic() < self._noise_until
+            return self._noise_sent_bytes < self._noise_total_bytes
 
     def close(self) -> None:
         self._stopping.set()
@@ -124,7 +132,7 @@ class LineRelay:
                 os.write(self._server, os.read(self._client, 4096))
             if self._server in readable:
                 os.write(self._client, self._alter_reply(os.read(self._server, 4096)))
-            self._inject(tick_s)
+            self._inject()
 
     def _alter_reply(self, data: bytes) -> bytes:
         with self._lock:
@@ -135,17 +143,22 @@ class LineRelay:
         # Byte 3 is inside the register data of a read reply.
         return data[:3] + bytes([data[3] ^ 0xFF]) + data[4:]
 
-    def _inject(self, tick_s: float) -> None:
+    def _inject(self) -> None:
         with self._lock:
             stray, self._stray = self._stray, []
-            noisy = time.monotonic() < self._noise_until
+            size = self._noise_due_bytes() - self._noise_sent_bytes
+            self._noise_sent_bytes += size
         for byte in stray:
             os.write(self._client, byte)
-        if noisy:
-            size = int(NOISE_BYTES_PER_S * tick_s)
+        if size > 0:
             os.write(self._client, self._random.randbytes(size))
             os.write(self._server, self._random.randbytes(size))
             self.noise_bytes += 2 * size
+
+    def _noise_due_bytes(self) -> int:
+        """Return how many bytes per direction the noise should have sent by now."""
+        elapsed_s = time.monotonic() - self._noise_started
+        return min(self._noise_total_bytes, int(NOISE_BYTES_PER_S * elapsed_s))
 
 
 class SerialLine:
@@ -261,25 +274,28 @@ class TestRtuLineFaults:
         assert served_line.relay.corrupted_replies == 3
 
     async def test_recovers_after_random_noise(self, served_line: SerialLine) -> None:
-        # Two seconds of noise instead of a field case's five keep the test
-        # short; longer noise only repeats the same failed polls.
-        # Without retries, every request the noise hits shows as a bad poll.
+        # Five seconds of noise, as in the field case. Without retries,
+        # every request the noise hits shows as a bad poll.
+        noise_s = 5.0
         relay = served_line.relay
         driver = ModbusDriver(rtu_spec(served_line.client_port, 1, retries=0))
         await driver.connect()
         assert await cycles_until_good(driver, 1) == 1
 
-        relay.noise(2.0)
-        polls = bad_polls = 0
+        started = time.monotonic()
+        relay.noise(noise_s)
+        bad_polls = 0
         while relay.noise_active():
-            polls += 1
             if not check_values(await driver.read_points()):
                 bad_polls += 1
             await asyncio.sleep(POLL_S)
+        polled_s = time.monotonic() - started
         recovery = await cycles_until_good(driver, 2)
         await driver.close()
 
-        assert relay.noise_bytes >= 2 * NOISE_BYTES_PER_S
+        # Both directions carry the full five seconds of noise.
+        assert relay.noise_bytes == 2 * int(NOISE_BYTES_PER_S * noise_s)
+        assert polled_s >= noise_s
         assert bad_polls >= 1
         assert recovery <= 2
 
