@@ -20,7 +20,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -223,7 +223,7 @@ def rtu_spec(port: str, unit_id: int, **kwargs: object) -> ModbusRtuSpec:
     return ModbusRtuSpec(**options)  # type: ignore[arg-type]
 
 
-def check_values(readings: list[Reading]) -> bool:
+def check_values(readings: Sequence[Reading]) -> bool:
     """Assert that no reading carries a wrong value; return whether all are good."""
     for reading in readings:
         if reading.quality.is_good:
@@ -329,7 +329,7 @@ class TestSharedSerialPort:
         for driver in (*live, dead):
             await driver.connect()
 
-        async def poll(driver: ModbusDriver) -> list[list[Reading]]:
+        async def poll(driver: ModbusDriver) -> list[Sequence[Reading]]:
             cycles = []
             for _ in range(3):
                 cycles.append(await driver.read_points())

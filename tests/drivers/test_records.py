@@ -61,9 +61,11 @@ class TestReadingBatch:
         assert reading.source == "gw-modbus"
 
     def test_equals_list_of_same_readings(self) -> None:
-        assert batch() == EXPECTED
-        assert EXPECTED == batch()
-        assert batch() != EXPECTED[:2]
+        expected = list(EXPECTED)
+        assert batch() == expected
+        # A list on the left defers to the batch's own comparison.
+        assert expected == batch()
+        assert batch() != expected[:2]
 
     def test_unpacks_like_a_sequence(self) -> None:
         first, second, third = batch()
