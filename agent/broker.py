@@ -28,6 +28,7 @@ _STOP_TIMEOUT_S: Final = 5.0
 _SBIN_PATH: Final = "/usr/sbin:/usr/local/sbin:/sbin"
 
 BrokerKind = Literal["mosquitto", "amqtt"]
+BrokerChoice = Literal["auto", "mosquitto", "amqtt"]
 
 
 class BrokerStartError(RuntimeError):
@@ -69,7 +70,7 @@ async def start_broker(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
-    prefer: Literal["auto", "mosquitto", "amqtt"] = "auto",
+    prefer: BrokerChoice = "auto",
 ) -> RunningBroker:
     """Start a broker on ``host`` and return once it accepts connections.
 

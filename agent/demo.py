@@ -11,6 +11,7 @@ process, with a generated configuration. Every part listens on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from agent.broker import BrokerChoice
 from agent.demo_config import DEMO_ASSETS, GATEWAY_ID, demo_config_text
 from agent.demo_mqtt import MqttCounter
 from agent.pipeline_runtime import AgentRuntime, load_config
@@ -40,6 +42,9 @@ class DemoPlant:
     Args:
         state_dir: an empty directory for the agent's and sandbox's files.
         mqtt: host and port of an existing broker; None starts one.
+        broker: which broker to start when ``mqtt`` is None: ``auto``
+            (Mosquitto when installed, else the embedded amqtt broker),
+            ``mosquitto`` or ``amqtt``.
         waveform_interval_s: time between waveform captures per sensor.
         warmup_count: values a baseline learns from.
     """
@@ -49,11 +54,13 @@ class DemoPlant:
         state_dir: Path,
         *,
         mqtt: tuple[str, int] | None = None,
+        broker: BrokerChoice = "auto",
         waveform_interval_s: float = 5.0,
         warmup_count: int = 4,
     ) -> None:
         self.state_dir = state_dir
         self._mqtt_address = mqtt
+        self._broker_choice = broker
         self._waveform_interval_s = waveform_interval_s
         self._warmup_count = warmup_count
         self._token = secrets.token_urlsafe(32)
@@ -78,7 +85,9 @@ class DemoPlant:
         await self._start_sandbox()
         host, port = await self._start_broker()
         self.counter = MqttCounter(host, port, gateway=GATEWAY_ID)
-        self.counter.start()
+        # The counter blocks until its subscription is acknowledged, and the
+        # embedded broker runs in this event loop, so it must not block it.
+        await asyncio.to_thread(self.counter.start)
 
         self.config_path.write_text(
             demo_config_text(
@@ -121,7 +130,7 @@ class DemoPlant:
             return self._mqtt_address
         from agent.broker import start_broker
 
-        self.broker = await start_broker("127.0.0.1", 0)
+        self.broker = await start_broker("127.0.0.1", 0, prefer=self._broker_choice)
         return self.broker.host, self.broker.port
 
     async def stop(self, flush_timeout_s: float = 15.0) -> None:
@@ -129,7 +138,7 @@ class DemoPlant:
         if self.runtime is not None:
             await self.runtime.stop(flush_timeout_s=flush_timeout_s)
         if self.counter is not None:
-            self.counter.stop()
+            await asyncio.to_thread(self.counter.stop)
         if self.broker is not None:
             await self.broker.stop()
         for part in (self.opcua, self.modbus):

@@ -12,7 +12,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from agent.broker import BrokerChoice
 
 PLAIN_INTERVAL_S: Final = 5.0
 
@@ -42,6 +45,13 @@ def register(subparsers: Any) -> None:
         "--mqtt",
         metavar="HOST:PORT",
         help="use this MQTT broker instead of starting one",
+    )
+    parser.add_argument(
+        "--broker",
+        choices=("auto", "mosquitto", "amqtt"),
+        default="auto",
+        help="which MQTT broker to start without --mqtt: auto uses Mosquitto "
+        "when installed, else the embedded amqtt broker (default auto)",
     )
     parser.add_argument(
         "--state-dir",
@@ -85,7 +95,14 @@ def demo_command(args: argparse.Namespace) -> int:
         return 2
     use_ui = not args.no_ui and sys.stdout.isatty()
     return asyncio.run(
-        run_demo(args.duration, use_ui, args.summary, mqtt, args.state_dir)
+        run_demo(
+            args.duration,
+            use_ui,
+            args.summary,
+            mqtt,
+            args.state_dir,
+            broker=args.broker,
+        )
     )
 
 
@@ -99,11 +116,14 @@ async def run_demo(
     summary_path: Path | None,
     mqtt: tuple[str, int] | None,
     state_dir: Path | None = None,
+    *,
+    broker: BrokerChoice = "auto",
 ) -> int:
     """Run the demo plant for ``duration_s`` (0: until interrupted).
 
     ``state_dir`` keeps the agent's files after the run; None uses a
-    temporary directory that is removed.
+    temporary directory that is removed. ``broker`` chooses the broker to
+    start when ``mqtt`` is None.
     """
     from agent.demo import DemoPlant
     from agent.demo_view import final_summary_text
@@ -121,7 +141,7 @@ async def run_demo(
         else:
             state_dir.mkdir(parents=True, exist_ok=True)
             directory = str(state_dir.resolve())
-        plant = DemoPlant(Path(directory), mqtt=mqtt)
+        plant = DemoPlant(Path(directory), mqtt=mqtt, broker=broker)
         print(f"cmagent demo: starting in {directory}", file=sys.stderr)
         try:
             await plant.start()

@@ -1,4 +1,5 @@
-"""``cmagent demo --state-dir``: the demo's state kept for ``cmagent status``."""
+"""``cmagent demo``: the embedded broker, and the state kept by
+``--state-dir`` for ``cmagent status``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,30 @@ def cmagent(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[s
         timeout=timeout_s,
         check=False,
     )
+
+
+class TestDemoBroker:
+    @pytest.mark.slow
+    def test_runs_on_embedded_broker(self, tmp_path: Path) -> None:
+        # The embedded amqtt broker runs in the demo's own event loop, so
+        # any blocking wait in the demo's start-up stalls it.
+        summary = tmp_path / "summary.json"
+        demo = cmagent(
+            "demo", "--duration", "5", "--no-ui", "--broker", "amqtt",
+            "--summary", str(summary),
+        )  # fmt: skip
+        assert demo.returncode == 0, demo.stderr
+
+        result = json.loads(summary.read_text())
+        assert result["mqtt_by_kind"]["status"] >= 1
+        assert result["mqtt_by_kind"]["reading"] > 0
+        assert result["measurements_delivered"] == result["measurements_produced"]
+
+    def test_rejects_unknown_broker(self) -> None:
+        demo = cmagent("demo", "--duration", "1", "--broker", "hivemq")
+        assert demo.returncode == 2
+        assert "--broker" in demo.stderr
+        assert "'hivemq'" in demo.stderr
 
 
 class TestDemoStateDir:
