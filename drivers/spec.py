@@ -9,7 +9,29 @@ Modicon numbers such as 40001 are converted before they get here.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Final
+
+from drivers.errors import DriverConfigError
+
+MAX_ADDRESS: Final = 65535
+"""Highest register or bit offset of the Modbus data model (16 bits)."""
+
+
+def _check_addresses(spec: ModbusPointSpec | ModbusWaveformSpec) -> None:
+    """Raise DriverConfigError for an address field outside 0..65535.
+
+    pymodbus would otherwise raise its own ValueError at the first request.
+    """
+    for spec_field in fields(spec):
+        if spec_field.name != "address" and not spec_field.name.endswith("_address"):
+            continue
+        value = getattr(spec, spec_field.name)
+        if value is not None and not 0 <= value <= MAX_ADDRESS:
+            raise DriverConfigError(
+                f"{type(spec).__name__} {spec.name!r}: {spec_field.name} "
+                f"expected 0..{MAX_ADDRESS}, found {value!r}"
+            )
 
 
 class RegisterTable(enum.Enum):
@@ -85,6 +107,9 @@ class ModbusPointSpec:
     bit: int | None = None
     valid_range: tuple[float, float] | None = None
 
+    def __post_init__(self) -> None:
+        _check_addresses(self)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModbusWaveformSpec:
@@ -138,6 +163,9 @@ class ModbusWaveformSpec:
     capture_samples: int | None = None
     page_address: int | None = None
     page_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_addresses(self)
 
 
 class TransactionIdCheck(enum.Enum):
