@@ -18,8 +18,10 @@ safe because a link has at most one request in flight.
 
 Serial ports: every unit on one port shares one link, one client and one
 lock, found in a module-level registry keyed by port path and released by
-reference count. After a timeout on a serial line the link stays idle for
-one more timeout before the next request, so a late reply is discarded
+reference count. The units' tasks start together, so they open the link
+together: the first call starts the one connect attempt and the others
+wait for its outcome. After a timeout on a serial line the link stays idle
+for one more timeout before the next request, so a late reply is discarded
 instead of being read as the answer to that request.
 """
 
@@ -145,6 +147,7 @@ class ModbusLink:
         self.watch = watch
         self.users = 0
         self.serial_settings: tuple[int, str, int, int] | None = None
+        self._opening: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
@@ -153,24 +156,50 @@ class ModbusLink:
     async def open(self, timeout_s: float) -> None:
         """Open the connection unless it is open.
 
+        Calls made while an attempt is in progress wait for that attempt
+        and share its outcome, whatever their own ``timeout_s``. A second
+        connect on the same pymodbus client would fail, because the port
+        is already open and locked, and would close the shared client.
+
         Raises:
             DriverConnectError: the connection could not be opened.
         """
         if self.connected:
             return
+        if self._opening is None or self._opening.done():
+            self._opening = asyncio.create_task(
+                self._connect(timeout_s), name=f"modbus open {self.endpoint}"
+            )
+            self._opening.add_done_callback(_retrieve_outcome)
+
+        # A cancelled caller leaves the attempt running for the others.
+        await asyncio.shield(self._opening)
+
+    async def _connect(self, timeout_s: float) -> None:
         try:
             ok = await asyncio.wait_for(self.client.connect(), timeout_s)
         except (TimeoutError, OSError, ModbusException) as exc:
             self.client.close()
-            raise DriverConnectError(
-                f"cannot connect to {self.endpoint}: {exc!r}"
-            ) from exc
+            raise self._connect_error(repr(exc)) from exc
         if not ok:
             self.client.close()
-            raise DriverConnectError(f"cannot connect to {self.endpoint}")
+            raise self._connect_error("")
+
+    def _connect_error(self, detail: str) -> DriverConnectError:
+        message = f"cannot connect to {self.endpoint}"
+        return DriverConnectError(f"{message}: {detail}" if detail else message)
 
     def close(self) -> None:
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
         self.client.close()
+
+
+def _retrieve_outcome(task: asyncio.Task[None]) -> None:
+    # Marks the exception as retrieved when every caller was cancelled,
+    # so asyncio does not report it as never retrieved.
+    if not task.cancelled():
+        task.exception()
 
 
 def open_tcp_link(spec: ModbusTcpSpec) -> ModbusLink:

@@ -323,6 +323,41 @@ class TestSharedSerialPort:
         assert fresh is not first
         release_serial_link(fresh)
 
+    async def test_concurrent_connects_open_once(self, served_line: SerialLine) -> None:
+        # The agent starts every device task at once, so the units of one
+        # port call connect() while the first open is still in progress.
+        port = served_line.client_port
+        link = acquire_serial_link(rtu_spec(port, 1))
+        opens = 0
+        library_connect = link.client.connect
+
+        async def counting_connect() -> bool:
+            nonlocal opens
+            opens += 1
+            return await library_connect()
+
+        link.client.connect = counting_connect  # type: ignore[method-assign]
+        drivers = [
+            ModbusDriver(rtu_spec(port, 1)),
+            ModbusDriver(rtu_spec(port, 2)),
+            ModbusDriver(rtu_spec(port, 2, device_id="unit2-again")),
+        ]
+        try:
+            results = await asyncio.gather(
+                *(driver.connect() for driver in drivers), return_exceptions=True
+            )
+            assert results == [None, None, None]
+            assert opens == 1
+            assert link.connected
+            for driver in drivers:
+                assert driver.link is link
+                assert check_values(await driver.read_points())
+        finally:
+            for driver in drivers:
+                await driver.close()
+            release_serial_link(link)
+        assert not link.connected
+
     async def test_dead_unit_leaves_others_good(self, served_line: SerialLine) -> None:
         live = [ModbusDriver(rtu_spec(served_line.client_port, u)) for u in (1, 2)]
         dead = ModbusDriver(rtu_spec(served_line.client_port, 9))
