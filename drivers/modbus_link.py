@@ -28,8 +28,12 @@ instead of being read as the answer to that request.
 from __future__ import annotations
 
 import asyncio
+import grp
 import inspect
 import logging
+import os
+import pwd
+import stat
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -186,6 +190,10 @@ class ModbusLink:
             raise self._connect_error("")
 
     def _connect_error(self, detail: str) -> DriverConnectError:
+        # pymodbus 3.16 logs the OS error of a failed serial open and
+        # returns False, so the port is examined again here.
+        if self.serial_settings is not None:
+            detail = serial_port_problem(self.endpoint) or detail
         message = f"cannot connect to {self.endpoint}"
         return DriverConnectError(f"{message}: {detail}" if detail else message)
 
@@ -200,6 +208,76 @@ def _retrieve_outcome(task: asyncio.Task[None]) -> None:
     # so asyncio does not report it as never retrieved.
     if not task.cancelled():
         task.exception()
+
+
+def serial_port_problem(port: str) -> str | None:
+    """Return why ``port`` cannot be opened, or None if no reason is found.
+
+    Only the file system is examined, so opening a port, which toggles
+    its modem lines, is left to pymodbus. A pyserial URL such as
+    ``socket://host:port`` is not a file and returns None.
+    """
+    if "://" in port:
+        return None
+    try:
+        status = os.stat(port)
+    except FileNotFoundError:
+        return (
+            "no such file or directory; check serial_port and that the "
+            "adapter is plugged in (ls /dev/serial/by-id/ lists adapters)"
+        )
+    except PermissionError:
+        return "permission denied on a directory above the port"
+    except OSError as exc:
+        return exc.strerror or repr(exc)
+
+    if not stat.S_ISCHR(status.st_mode):
+        return (
+            "not a serial device: expected a character device, found "
+            f"mode {stat.filemode(status.st_mode)}"
+        )
+    effective = os.access in os.supports_effective_ids
+    if os.access(port, os.R_OK | os.W_OK, effective_ids=effective):
+        return None
+
+    mode = stat.filemode(status.st_mode)
+    owner = _user_name(status.st_uid)
+    group = _group_name(status.st_gid)
+    return (
+        f"permission denied (mode {mode}, owner {owner}, group {group}); "
+        f"{_access_hint(status)}"
+    )
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _access_hint(status: os.stat_result) -> str:
+    group_rw = stat.S_IRGRP | stat.S_IWGRP
+    if status.st_mode & group_rw != group_rw:
+        return (
+            "the group may not read and write the port, so grant group "
+            "dialout access with a udev rule"
+        )
+    group = _group_name(status.st_gid)
+    if group != "dialout":
+        return f"add the user that runs cmagent to group {group!r}"
+    return (
+        "add the user that runs cmagent to group 'dialout'; the systemd "
+        "unit does so with SupplementaryGroups=dialout, and a shell user "
+        "needs 'sudo usermod -aG dialout USER' and a new login"
+    )
 
 
 def open_tcp_link(spec: ModbusTcpSpec) -> ModbusLink:

@@ -12,12 +12,17 @@ and a burst of random noise in both directions.
 from __future__ import annotations
 
 import asyncio
+import grp
 import os
+import pwd
 import random
 import select
 import shutil
 import struct
 import subprocess
+import sys
+import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -26,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from drivers.base import Reading
+from drivers.errors import DriverConnectError
 from drivers.modbus import ModbusDriver
 from drivers.modbus_link import acquire_serial_link, release_serial_link
 from drivers.sim.modbus_sensors import SimRegisterBank
@@ -410,3 +416,91 @@ class TestLateReply:
         for reading in readings:
             assert reading.value in (None, {"near": 5, "far": 150}[reading.point])
         assert [r.value for r in after] == [5, 150]
+
+
+# Run by a user outside the port's group, it prints the message that
+# such a user gets.
+CONNECT_AS_USER = """
+import asyncio, sys
+from drivers.errors import DriverConnectError
+from drivers.modbus import ModbusDriver
+from drivers.spec import ModbusPointSpec, ModbusRtuSpec
+
+spec = ModbusRtuSpec(
+    device_id="unit1", serial_port=sys.argv[1], unit_id=1, parity="N",
+    points=(ModbusPointSpec(name="u16", asset="m1", address=5),),
+)
+try:
+    asyncio.run(ModbusDriver(spec).connect())
+except DriverConnectError as exc:
+    print(exc)
+"""
+
+
+def can_drop_privileges() -> bool:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return False
+    try:
+        pwd.getpwnam("nobody")
+        grp.getgrnam("dialout")
+    except KeyError:
+        return False
+    return True
+
+
+class TestSerialPortErrors:
+    async def test_missing_port_gives_os_reason(self, tmp_path: Path) -> None:
+        port = str(tmp_path / "ttyNOPE")
+        driver = ModbusDriver(rtu_spec(port, 1))
+        with pytest.raises(DriverConnectError) as caught:
+            await driver.connect()
+        await driver.close()
+
+        message = str(caught.value)
+        assert f"cannot connect to {port}: no such file or directory" in message
+        assert "check serial_port" in message
+        assert caught.value.device == "unit1"
+
+    @pytest.mark.skipif(
+        not can_drop_privileges(),
+        reason="needs root, setpriv, the user nobody and the group dialout",
+    )
+    def test_port_of_other_group_names_dialout(self) -> None:
+        # tmp_path is private to root, so the pty links go in a directory
+        # that the unprivileged user can search.
+        with tempfile.TemporaryDirectory() as directory:
+            os.chmod(directory, 0o755)
+            socat, _, port = open_pty_pair(Path(directory), "line")
+            try:
+                nobody = pwd.getpwnam("nobody")
+                device = os.path.realpath(port)
+                os.chown(device, 0, grp.getgrnam("dialout").gr_gid)
+                os.chmod(device, 0o660)
+                result = subprocess.run(
+                    [
+                        "setpriv",
+                        f"--reuid={nobody.pw_uid}",
+                        f"--regid={nobody.pw_gid}",
+                        "--clear-groups",
+                        sys.executable,
+                        "-B",
+                        "-c",
+                        textwrap.dedent(CONNECT_AS_USER),
+                        port,
+                    ],
+                    cwd=Path(__file__).resolve().parents[2],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=False,
+                )
+            finally:
+                socat.terminate()
+                socat.wait(timeout=5)
+
+        assert result.returncode == 0, result.stderr
+        message = result.stdout
+        assert f"cannot connect to {port}: permission denied" in message
+        assert "group dialout" in message
+        assert "add the user that runs cmagent to group 'dialout'" in message
+        assert "SupplementaryGroups=dialout" in message
