@@ -31,11 +31,16 @@ from agent.settings import LoggingSettings
 
 REDACTED: Final = "***"
 PROJECT_LOGGERS: Final = ("agent", "drivers", "dsp", "cmagent")
-"""Loggers set to the configured level; other libraries log WARNING and up."""
+"""Loggers set to the configured level. Other libraries log WARNING and up,
+except the ones in :data:`QUIET_LIBRARY_LOGGERS`."""
 QUIET_LIBRARY_LOGGERS: Final = ("pymodbus", "asyncua")
-"""Libraries that log every failed connect or request as a warning. The
-drivers report the same failures once, with device ids, so these log only
-errors unless the configured level is DEBUG."""
+"""Libraries that log every failed connect, request and publish, some of
+them as ERROR with frame dumps or tracebacks. The drivers translate each
+failure into a driver error, which the agent logs with the device id, so
+these libraries stay silent unless the configured level is DEBUG."""
+QUIET_LIBRARY_LEVEL: Final = logging.CRITICAL
+"""Level of :data:`QUIET_LIBRARY_LOGGERS` outside DEBUG. pymodbus 3.16 and
+asyncua 2.1 log nothing at CRITICAL, so in effect they are silent."""
 NEVER_DEBUG_LOGGERS: Final = ("asyncua.client.ua_client",)
 """Loggers kept at INFO even at DEBUG: asyncua 2.1 logs whole requests
 there, and with security policy None an ActivateSession request contains the
@@ -278,7 +283,7 @@ def setup_logging(
     root.setLevel(max(level, logging.WARNING))
     for name in PROJECT_LOGGERS:
         logging.getLogger(name).setLevel(level)
-    library_level = logging.DEBUG if level <= logging.DEBUG else logging.ERROR
+    library_level = library_log_level(level)
     for name in QUIET_LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(library_level)
     for name in NEVER_DEBUG_LOGGERS:
@@ -292,19 +297,30 @@ def setup_logging(
     return handler
 
 
+def library_log_level(level: int) -> int:
+    """Return the level of :data:`QUIET_LIBRARY_LOGGERS` for an agent level.
+
+    At DEBUG the libraries log everything, frame dumps included, because
+    that is when their detail helps. Above DEBUG they are silenced.
+    """
+    return logging.DEBUG if level <= logging.DEBUG else QUIET_LIBRARY_LEVEL
+
+
 @contextlib.contextmanager
 def quiet_library_loggers() -> Iterator[None]:
-    """Keep pymodbus and asyncua warnings off the terminal for a command.
+    """Keep pymodbus and asyncua log lines off the terminal for a command.
 
     Commands that set up no handler (``probe``, ``sim``) would otherwise
-    print every warning those libraries log, such as pymodbus's own line
-    for a refused connection or a port in use, next to their own message.
-    The levels are the ones the agent sets outside DEBUG, restored after.
+    print, through Python's last-resort handler, every warning and error
+    those libraries log. Examples are pymodbus's "No response received"
+    with a hex dump of the request, or its line for a refused connection,
+    next to the command's own message. The levels are the ones the agent
+    sets outside DEBUG, restored after.
     """
     loggers = [logging.getLogger(name) for name in QUIET_LIBRARY_LOGGERS]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(logging.ERROR)
+        logger.setLevel(QUIET_LIBRARY_LEVEL)
     try:
         yield
     finally:

@@ -9,20 +9,36 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
+from pymodbus.logging import Log
 
-from agent.logging_setup import forget_secrets, register_secret, setup_logging
+from agent.logging_setup import (
+    NEVER_DEBUG_LOGGERS,
+    PROJECT_LOGGERS,
+    QUIET_LIBRARY_LOGGERS,
+    forget_secrets,
+    quiet_library_loggers,
+    register_secret,
+    setup_logging,
+)
 from agent.settings import LoggingSettings
+
+# The loggers setup_logging changes, root included (""), restored after
+# each test so that one test's level does not leak into the next.
+CHANGED_LOGGERS = ("", *PROJECT_LOGGERS, *QUIET_LIBRARY_LOGGERS, *NEVER_DEBUG_LOGGERS)
 
 
 @pytest.fixture
 def output() -> Iterator[io.StringIO]:
-    """Captured log output; the handler is removed after the test."""
+    """Captured log output; the handler and logger levels are reset after."""
+    levels = {name: logging.getLogger(name).level for name in CHANGED_LOGGERS}
     stream = io.StringIO()
     yield stream
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "stream", None) is stream:
             root.removeHandler(handler)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
     logging.captureWarnings(False)
     forget_secrets()
 
@@ -88,16 +104,6 @@ class TestTextFormat:
 
         assert [line.split(" ", 2)[2] for line in lines(output)] == ["shown"]
 
-    def test_library_warnings_hidden_unless_debug(self, output: io.StringIO) -> None:
-        setup_logging(LoggingSettings(level="INFO", format="text"), stream=output)
-        logging.getLogger("pymodbus.logging").warning("Failed to connect")
-        logging.getLogger("asyncua.client").error("connection lost")
-        assert [line.split(" ", 2)[2] for line in lines(output)] == ["connection lost"]
-
-        setup_logging(LoggingSettings(level="DEBUG", format="text"), stream=output)
-        logging.getLogger("pymodbus.logging").warning("Failed to connect")
-        assert lines(output)[-1].endswith("Failed to connect")
-
     def test_opcua_request_log_never_at_debug(self, output: io.StringIO) -> None:
         # asyncua logs whole requests, passwords included, at DEBUG there.
         setup_logging(LoggingSettings(level="DEBUG", format="text"), stream=output)
@@ -107,6 +113,68 @@ class TestTextFormat:
         assert [line.split(" ", 2)[2] for line in lines(output)] == [
             "connection opened"
         ]
+
+
+def publish_crash() -> None:
+    """Log asyncua's own line for a failed publish, traceback included."""
+    logger = logging.getLogger("asyncua.client.ua_session")
+    try:
+        raise ConnectionError("connection lost")
+    except ConnectionError:
+        logger.exception("Publish iteration crashed; retrying in 1s")
+
+
+class TestLibraryLoggers:
+    """pymodbus and asyncua stay silent unless the agent runs at DEBUG."""
+
+    @pytest.mark.parametrize("level", ["INFO", "WARNING", "ERROR"])
+    def test_vendor_errors_hidden_above_debug(
+        self, output: io.StringIO, level: str
+    ) -> None:
+        setup_logging(LoggingSettings(level=level, format="text"), stream=output)
+
+        Log.error("No response received after 0 retries, continue with next request")
+        publish_crash()
+        logging.getLogger("pymodbus.logging").warning("Failed to connect")
+        logging.getLogger("agent.test_quiet").error("device.gave_up")
+
+        assert [line.split(" ", 2)[2] for line in lines(output)] == ["device.gave_up"]
+
+    def test_vendor_errors_shown_at_debug(self, output: io.StringIO) -> None:
+        setup_logging(LoggingSettings(level="DEBUG", format="text"), stream=output)
+
+        Log.error("No response received after 1 retries, continue with next request")
+        publish_crash()
+
+        text = output.getvalue()
+        assert "ERROR No response received after 1 retries" in text
+        assert "ERROR Publish iteration crashed; retrying in 1s" in text
+        assert "ConnectionError: connection lost" in text
+
+    def test_journal_format_hides_vendor_errors(self, output: io.StringIO) -> None:
+        setup_logging(LoggingSettings(level="INFO", format="journal"), stream=output)
+
+        publish_crash()
+
+        assert output.getvalue() == ""
+
+    def test_command_context_silences_and_restores(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        pymodbus_logger = logging.getLogger("pymodbus")
+        before = pymodbus_logger.level
+        caplog.set_level(logging.DEBUG)
+        pymodbus_logger.setLevel(logging.NOTSET)
+        try:
+            with quiet_library_loggers():
+                Log.error("No response received after 2 retries")
+                publish_crash()
+            after = pymodbus_logger.level
+        finally:
+            pymodbus_logger.setLevel(before)
+
+        assert [r.name for r in caplog.records] == []
+        assert after == logging.NOTSET
 
 
 class TestPythonWarnings:

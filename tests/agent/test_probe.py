@@ -263,6 +263,23 @@ class TestProbeModbusArguments:
             "port"
         ]
 
+    def test_unanswered_request_prints_one_line(
+        self, simulator_port: tuple[int, ModbusSimulator]
+    ) -> None:
+        # pymodbus logs a missed response as ERROR with a hex dump of the
+        # request, which Python's last-resort handler would print.
+        port, simulator = simulator_port
+        simulator.stop_answering(True)
+        result = run_cmagent(
+            "probe", "modbus", "--host", "127.0.0.1", "--port", str(port),
+            "--unit", "5", "--address", "0", "--timeout", "0.5s",
+        )  # fmt: skip
+        assert result.returncode == 1
+        assert len(result.stderr.splitlines()) == 1
+        assert result.stderr.startswith("cmagent probe: ")
+        assert "No response received" not in result.stderr
+        assert ">>>>>" not in result.stderr
+
     def test_out_of_range_port_has_no_traceback(self) -> None:
         result = run_cmagent(
             "probe", "modbus", "--host", "127.0.0.1", "--port", "70000",
