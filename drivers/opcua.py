@@ -30,8 +30,8 @@ from drivers.errors import (
     DriverError,
     DriverTimeoutError,
 )
-from drivers.opcua_errors import translate_error
-from drivers.opcua_nodes import check_node_ref, resolve_nodes
+from drivers.opcua_errors import NodeNotFoundError, translate_error
+from drivers.opcua_nodes import check_node_ref, resolve_nodes, summarize_missing
 from drivers.opcua_security import apply_security, check_security
 from drivers.opcua_subscription import ScalarSubscription, disable_library_watchdog
 from drivers.opcua_values import (
@@ -202,6 +202,8 @@ class OpcUaDriver:
             DriverTimeoutError: no session within ``connect_timeout_s``.
             DriverConnectError: the server cannot be reached or rejected
                 the connection.
+            NodeNotFoundError: none of the configured nodes is on the
+                server. When only some are missing, their readings are bad.
         """
         if self.state is DriverState.CONNECTED:
             return
@@ -222,6 +224,7 @@ class OpcUaDriver:
             ) from exc
         except DriverError as exc:
             await self._discard_client()
+            self._state = DriverState.DISCONNECTED
             raise self._fail(exc) from exc.__cause__
         except Exception as exc:
             await self._discard_client()
@@ -294,22 +297,56 @@ class OpcUaDriver:
         )
 
     async def _resolve(self, client: Client) -> None:
+        """Resolve every configured reference on this connection.
+
+        Raises:
+            NodeNotFoundError: no reference resolved. A wrong browse root,
+                a namespace the server has not registered yet, and an
+                address space still being built each cause this.
+        """
         refs = [point.node for point in self.spec.points]
         for waveform in self.spec.waveforms:
             refs.extend(self._waveform_refs(waveform).values())
         resolution = await resolve_nodes(client, refs, self._namespaces)
         self._nodes = resolution.found
         self._missing = resolution.missing
-        for ref, reason in resolution.missing.items():
-            logger.warning(
-                "opcua.node_not_found",
-                extra={
-                    "device": self.device_id,
-                    "endpoint": self.spec.endpoint,
-                    "node": ref.describe(),
-                    "cause": reason,
-                },
+        if not resolution.missing:
+            return
+
+        summary = summarize_missing(resolution.missing)
+        configured = len(resolution.found) + len(resolution.missing)
+        if not resolution.found:
+            raise self._node_not_found(
+                f"none of the {configured} configured nodes found on "
+                f"{self.spec.endpoint}: {summary}. Check browse_root, the "
+                "browse paths and the namespace URIs. Each connect looks "
+                "for the nodes again, so nodes that the server adds later "
+                "are found",
+                resolution.missing,
             )
+        # NOTE: the nodes missing here read as bad until the next
+        # connect, because the driver does not look for them meanwhile.
+        logger.warning(
+            "opcua.nodes_not_found",
+            extra={
+                "device": self.device_id,
+                "endpoint": self.spec.endpoint,
+                "missing": len(resolution.missing),
+                "configured": configured,
+                "cause": summary,
+            },
+        )
+
+    def _node_not_found(
+        self, detail: str, missing: dict[OpcUaNodeRef, str]
+    ) -> NodeNotFoundError:
+        return NodeNotFoundError(
+            f"device {self.device_id!r}: {detail}",
+            device=self.device_id,
+            endpoint=self.spec.endpoint,
+            missing={ref.describe(): reason for ref, reason in missing.items()},
+            namespaces=self._namespaces,
+        )
 
     async def _subscribe(self, client: Client) -> None:
         node_ids = [
@@ -510,8 +547,10 @@ class OpcUaDriver:
         the same capture on servers that update them together.
 
         Raises:
-            DriverConfigError: no waveform has that name, or a node of it
-                is not on the server.
+            DriverConfigError: no waveform has that name.
+            NodeNotFoundError: a node of the waveform was not on the server
+                when the driver connected; a new connection resolves it
+                again.
             DriverProtocolError: the response exceeds ``max_message_size``,
                 or the server rejected the read.
             DriverDecodeError: the sample rate or samples are not numbers.
@@ -522,11 +561,11 @@ class OpcUaDriver:
         refs = self._waveform_refs(spec)
         for role, ref in refs.items():
             if ref not in self._nodes:
-                raise DriverConfigError(
-                    f"device {self.device_id!r}: waveform {name!r} {role} node "
-                    f"{ref.describe()} not found on {self.spec.endpoint}: "
-                    f"{self._missing.get(ref, 'not resolved')}",
-                    device=self.device_id,
+                reason = self._missing.get(ref, "not resolved")
+                raise self._node_not_found(
+                    f"waveform {name!r} {role} node {ref.describe()} not "
+                    f"found on {self.spec.endpoint}: {reason}",
+                    {ref: reason},
                 )
 
         values = await self._read_values(

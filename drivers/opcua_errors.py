@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from asyncua import ua
@@ -30,6 +31,32 @@ class MessageSizeLimitError(DriverProtocolError):
         self.limit = limit
         self.limit_value = limit_value
         self.node = node
+
+
+class NodeNotFoundError(DriverError):
+    """Configured nodes that the server does not have, at least not yet.
+
+    The references are well formed, so this is not a configuration error.
+    A server may register a namespace or build its address space after it
+    starts, and the device task retries the connection.
+
+    ``missing`` maps each reference, as configured, to the reason it was
+    not found. ``namespaces`` is the server's NamespaceArray.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        device: str,
+        endpoint: str,
+        missing: Mapping[str, str],
+        namespaces: Sequence[str],
+    ) -> None:
+        super().__init__(message, device=device)
+        self.endpoint = endpoint
+        self.missing = dict(missing)
+        self.namespaces = tuple(namespaces)
 
 
 # Status codes that mean the session or channel is gone, so the connection
