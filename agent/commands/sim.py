@@ -1,4 +1,9 @@
-"""``cmagent sim modbus|opcua``: run a simulator until Ctrl-C."""
+"""``cmagent sim modbus|opcua``: run a simulator until Ctrl-C.
+
+When it starts, a simulator prints where it listens, what it serves and
+the device profile that reads each sensor, so a configuration can be
+written from that output.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,16 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import json
 import os
 import socket
 import sys
-from typing import Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from drivers.sim.modbus_server import ServedUnit
+    from drivers.sim.opcua_server import OpcUaSimulator
 
 _HIGHEST_PORT: Final = 65535
 
@@ -67,7 +78,12 @@ def run_modbus(args: argparse.Namespace) -> int:
     from drivers.sim.modbus_server import ModbusSimulator
 
     simulator = ModbusSimulator(host=args.host, port=args.port)
-    return _run(simulator, "Modbus TCP on {host}:{port}", args.host, args.port)
+
+    def start_lines() -> list[str]:
+        where = f"Modbus TCP on {args.host}:{simulator.port}"
+        return [_serving_line(where), *modbus_unit_lines(simulator.served_units())]
+
+    return _run(simulator, start_lines, args.host, args.port)
 
 
 def run_opcua(args: argparse.Namespace) -> int:
@@ -75,15 +91,58 @@ def run_opcua(args: argparse.Namespace) -> int:
     from drivers.sim.opcua_server import OpcUaSimulator
 
     simulator = OpcUaSimulator(host=args.host, port=args.port)
-    return _run(simulator, "OPC UA on opc.tcp://{host}:{port}", args.host, args.port)
+
+    def start_lines() -> list[str]:
+        where = f"OPC UA on {simulator.endpoint}"
+        return [_serving_line(where), *opcua_sensor_lines(simulator)]
+
+    return _run(simulator, start_lines, args.host, args.port)
+
+
+def _serving_line(where: str) -> str:
+    return f"simulator serving {where}; Ctrl-C stops it"
+
+
+def modbus_unit_lines(units: list[ServedUnit]) -> list[str]:
+    """Describe each unit id: sensor model, recording and device profile."""
+    lines = []
+    for unit in units:
+        text = f"  unit {unit.unit_id}: {unit.model}"
+        if unit.recording is not None:
+            text += f" replaying {unit.recording}"
+        if unit.profile is not None:
+            text += f", profile {unit.profile}"
+        lines.append(text)
+    return lines
+
+
+def opcua_sensor_lines(simulator: OpcUaSimulator) -> list[str]:
+    """Describe the namespace and each sensor's browse path and profile.
+
+    The ``browse_root`` line is written as a device in the agent's
+    configuration takes it, with each name qualified by the namespace URI.
+    """
+    uri = simulator.namespace_uri
+    lines = [f"  namespace {uri}"]
+    for sensor in simulator.served_sensors():
+        path = "/".join(sensor.browse_path)
+        root = ", ".join(json.dumps(f"{{{uri}}}{name}") for name in sensor.browse_path)
+        lines.append(
+            f"  {path}: {sensor.model} replaying {sensor.recording}, "
+            f"profile {sensor.profile} with"
+        )
+        lines.append(f"    browse_root = [{root}]")
+    return lines
 
 
 class _ListenError(Exception):
     """The simulator could not open its listening socket."""
 
 
-def _run(simulator: object, where: str, host: str, port: int) -> int:
-    """Serve until Ctrl-C; ``where`` is formatted with the bound port."""
+def _run(
+    simulator: object, start_lines: Callable[[], list[str]], host: str, port: int
+) -> int:
+    """Serve until Ctrl-C; print ``start_lines()`` once the server listens."""
 
     async def serve() -> None:
         try:
@@ -92,11 +151,7 @@ def _run(simulator: object, where: str, host: str, port: int) -> int:
         # its server cannot listen, but the OPC UA simulator raises OSError.
         except (OSError, RuntimeError) as exc:
             raise _ListenError(str(exc)) from exc
-        bound = simulator.port  # type: ignore[attr-defined]
-        print(
-            f"simulator serving {where.format(host=host, port=bound)}; Ctrl-C stops it",
-            flush=True,
-        )
+        print("\n".join(start_lines()), flush=True)
         try:
             await asyncio.Event().wait()
         finally:

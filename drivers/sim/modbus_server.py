@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from pymodbus.constants import ExcCodes
@@ -64,6 +65,45 @@ def default_sensors() -> list[SimSensor]:
         SimVibrationSensor(3, "inner_race_021_209"),
         SimOilSensor(10),
     ]
+
+
+PROFILE_OF_SENSOR: Final[dict[type[SimSensor], str]] = {
+    SimVibrationSensor: "vib-triax-modbus",
+    SimOilSensor: "oil-modbus",
+}
+"""Device profile in ``config/devices/`` that reads each sensor model."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServedUnit:
+    """One unit id of the simulator, as described when it starts.
+
+    ``recording`` is the recording a vibration sensor replays. ``profile``
+    is the shipped device profile that reads the unit. Either is None when
+    it does not apply.
+    """
+
+    unit_id: int
+    model: str
+    recording: str | None = None
+    profile: str | None = None
+
+
+def describe_sensor(sensor: SimSensor) -> ServedUnit:
+    """Describe what ``sensor`` serves and which profile reads it."""
+    if isinstance(sensor, SimVibrationSensor):
+        model = "vibration sensor"
+        recording: str | None = sensor.recording.name
+    elif isinstance(sensor, SimOilSensor):
+        model, recording = "oil-condition sensor", None
+    else:
+        model, recording = "register bank", None
+    return ServedUnit(
+        unit_id=sensor.unit_id,
+        model=model,
+        recording=recording,
+        profile=PROFILE_OF_SENSOR.get(type(sensor)),
+    )
 
 
 def _flatten(blocks: dict[int, list[int]]) -> dict[int, int]:
@@ -220,6 +260,10 @@ class ModbusSimulator:
         self.silent = False
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
 
+    def served_units(self) -> list[ServedUnit]:
+        """Describe every unit id the simulator serves, in ascending order."""
+        return [describe_sensor(self.sensors[unit]) for unit in sorted(self.sensors)]
+
     async def start(self) -> None:
         """Start serving; with port 0, :attr:`port` is the bound port after."""
         context = _SensorContext(self)
@@ -318,8 +362,10 @@ class ModbusSimulator:
 __all__ = [
     "ModbusSimulator",
     "RegisterMap",
+    "ServedUnit",
     "SimOilSensor",
     "SimRegisterBank",
     "SimVibrationSensor",
     "default_sensors",
+    "describe_sensor",
 ]

@@ -46,6 +46,10 @@ logger = logging.getLogger(__name__)
 
 SIM_NAMESPACE_URI: Final = "urn:cmagent:sim"
 SERVER_APPLICATION_URI: Final = "urn:cmagent:sim:server"
+SENSORS_FOLDER: Final = "Sensors"
+"""Folder below Objects that contains one object per sensor."""
+SENSOR_PROFILE: Final = "vib-opcua"
+"""Device profile in ``config/devices/`` that reads a simulated sensor."""
 STANDARD_GRAVITY_MM_S2: Final = 9806.65
 VELOCITY_BAND_HZ: Final = (10.0, 1000.0)
 
@@ -73,6 +77,20 @@ class SimSensorConfig:
 
 
 DEFAULT_SENSORS: Final = (SimSensorConfig(),)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServedSensor:
+    """One sensor of the simulator, as described when it starts.
+
+    ``browse_path`` starts below the Objects folder, and every name in it
+    is in the simulator's namespace.
+    """
+
+    browse_path: tuple[str, ...]
+    model: str = "vibration sensor"
+    recording: str
+    profile: str = SENSOR_PROFILE
 
 
 @dataclass(slots=True, kw_only=True)
@@ -157,6 +175,16 @@ class OpcUaSimulator:
     def namespace_index(self) -> int:
         """The current index of :attr:`namespace_uri` in the NamespaceArray."""
         return self._namespace_index
+
+    def served_sensors(self) -> list[ServedSensor]:
+        """Describe every sensor the simulator serves."""
+        return [
+            ServedSensor(
+                browse_path=(SENSORS_FOLDER, state.config.name),
+                recording=state.recording.name,
+            )
+            for state in self._sensors
+        ]
 
     async def start(self) -> None:
         """Start the relay and the OPC UA server behind it."""
@@ -266,7 +294,7 @@ class OpcUaSimulator:
     async def _add_nodes(self, server: Server) -> None:
         idx = self._namespace_index
         folder = await server.nodes.objects.add_folder(
-            ua.NodeId("Sensors", idx), ua.QualifiedName("Sensors", idx)
+            ua.NodeId(SENSORS_FOLDER, idx), ua.QualifiedName(SENSORS_FOLDER, idx)
         )
         for state in self._sensors:
             name = state.config.name
