@@ -135,11 +135,11 @@ class DeviceRunner:
         return True
 
     def _mark_up(self) -> None:
-        """Record the first successful poll after a connect.
+        """Record the first answered poll after a connect or a silent poll.
 
         A transport connection alone proves little: a device that accepts
         TCP and never answers must stay down, with its downtime counted
-        from its first failure, until a poll succeeds.
+        from its first failure, until a poll is answered.
         """
         if self.down_since is not None:
             logger.info(
@@ -160,7 +160,7 @@ class DeviceRunner:
         while not stop.is_set():
             started = loop.time()
             try:
-                answered = await self._poll_once(driver, started)
+                await self._poll_once(driver, started)
             except DriverConfigError:
                 raise
             except DriverError as exc:
@@ -179,10 +179,6 @@ class DeviceRunner:
                     await driver.close()
                 await self._wait_down(stop, self._backoff.next_delay())
                 return
-            if answered and self.state is not DeviceState.CONNECTED:
-                self._mark_up()
-            elif not answered and self.state is not DeviceState.DOWN:
-                self._mark_silent()
             self._backoff.reset()
             self._sink.beat(self.device_id)
 
@@ -190,18 +186,17 @@ class DeviceRunner:
             await self._wait(stop, max(0.0, delay), self._waveform_requested)
 
     async def _poll_once(self, driver: Driver, now: float) -> bool:
-        """Poll once; return whether the device answered any request."""
+        """Poll the points, then capture the waveforms when they are due.
+
+        Returns whether the device answered any request. A device that
+        answered none is not asked for its waveforms, which stay due.
+        """
         readings = await driver.read_points()
-        answered = not readings or any(
-            r.quality.reason not in _NO_ANSWER for r in readings
-        )
-        # A naive timestamp is a driver defect the sink reports; it cannot
-        # be compared with the others, so it never becomes the latest.
-        aware = [r.timestamp for r in readings if r.timestamp.utcoffset() is not None]
-        if aware:
-            self.last_reading_at = max(aware)
+        answered = self._note_poll(readings)
         if readings:
             self._sink.readings(self.device_id, readings)
+        if not answered:
+            return False
 
         if self._waveform_requested.is_set() or now >= self._next_capture:
             self._waveform_requested.clear()
@@ -209,15 +204,54 @@ class DeviceRunner:
             for waveform_spec in self.spec.waveforms:
                 waveform = await driver.read_waveform(waveform_spec.name)
                 self._sink.waveform(self.device_id, waveform)
-                answered = True
-        return answered
+        return True
 
-    def _mark_silent(self) -> None:
+    def _note_poll(self, readings: Sequence[Reading]) -> bool:
+        """Update state, cause, last reading time and bad points from a poll.
+
+        Returns whether the device answered: a poll without points, or one
+        with a reading whose reason is not in ``_NO_ANSWER``. Only such
+        readings advance the last reading time.
+        """
+        answered = not readings
+        latest: datetime | None = None
+        for reading in readings:
+            if reading.quality.reason in _NO_ANSWER:
+                continue
+            answered = True
+            # A naive timestamp is a driver defect the sink reports. It
+            # cannot be compared with the others, so it never becomes the
+            # latest.
+            stamp = reading.timestamp
+            if stamp.utcoffset() is None:
+                continue
+            if latest is None or stamp > latest:
+                latest = stamp
+        if latest is not None:
+            self.last_reading_at = latest
+
+        if not answered:
+            self._mark_silent(readings)
+            return False
+        if self.state is not DeviceState.CONNECTED or self.last_error is not None:
+            self._mark_up()
+        return True
+
+    def _mark_silent(self, readings: Sequence[Reading]) -> None:
         """Record a poll whose every reading timed out or failed to arrive."""
         cause = "no response to any request of the last poll"
-        logger.warning(
-            "device.not_answering", extra={"device": self.device_id, "cause": cause}
-        )
+        detail = readings[0].quality.detail if readings else ""
+        if detail:
+            cause = f"{cause}: {detail}"
+        if self.state is not DeviceState.DOWN or cause != self.last_error:
+            logger.warning(
+                "device.not_answering",
+                extra={
+                    "device": self.device_id,
+                    "attempt": self._backoff.attempt + 1,
+                    "cause": cause,
+                },
+            )
         if self.down_since is None:
             self.down_since = time.monotonic()
         self.state = DeviceState.DOWN

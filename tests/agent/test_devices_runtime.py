@@ -1,0 +1,279 @@
+"""The device task against the real Modbus simulator on loopback.
+
+Unit 1 of the simulator is a vibration sensor, whose register map does
+not include holding register 0, and unit 7 is a bank of holding
+registers in which register ``a`` contains ``a`` until a test writes it.
+No unit 99 exists, so over TCP the simulator responds for it with
+exception 11 (GATEWAY TARGET DEVICE FAILED TO RESPOND).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import pytest
+from pymodbus.client import AsyncModbusTcpClient
+
+from agent.devices_runtime import DeviceRunner, DeviceState, Schedule
+from agent.pipeline_runtime import default_driver_factory
+from drivers.base import QualityReason, Reading, Waveform
+from drivers.sim import modbus_sensors as layout
+from drivers.sim.modbus_sensors import SimRegisterBank, SimVibrationSensor
+from drivers.sim.modbus_server import ModbusSimulator
+from drivers.spec import (
+    DataType,
+    DeviceSpec,
+    ModbusPointSpec,
+    ModbusTcpSpec,
+    ModbusWaveformSpec,
+    RegisterTable,
+)
+
+VIBRATION_UNIT = 1
+BANK_UNIT = 7
+MISSING_UNIT = 99
+POLL_S = 0.1
+
+VELOCITY = ModbusPointSpec(
+    name="velocity_rms_x",
+    asset="pump1",
+    table=RegisterTable.INPUT,
+    address=0,
+    data_type=DataType.FLOAT32,
+)
+STATUS_WORD = ModbusPointSpec(name="status_word", asset="pump1", address=0)
+LEVEL = ModbusPointSpec(
+    name="level",
+    asset="tank1",
+    address=4,
+    data_type=DataType.FLOAT32,
+    valid_range=(0.0, 100.0),
+)
+ACCEL = ModbusWaveformSpec(
+    name="accel",
+    asset="pump1",
+    block_address=layout.CAPTURE_BLOCK,
+    max_samples=layout.BLOCK_WINDOW_SAMPLES,
+    sample_count_address=layout.CAPTURE_SAMPLE_COUNT,
+    sample_rate_address=layout.CAPTURE_SAMPLE_RATE,
+    sequence_address=layout.CAPTURE_SEQUENCE,
+    ready_address=layout.CAPTURE_READY,
+    trigger_address=layout.CAPTURE_TRIGGER,
+    rpm_address=layout.CAPTURE_RPM,
+)
+
+
+class CountingSimulator(ModbusSimulator):
+    """The simulator, counting the Modbus TCP requests it receives per unit."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.requests: dict[int, int] = {}
+
+    def _trace_packet(self, sending: bool, packet: bytes) -> bytes:
+        if not sending and len(packet) > 6:
+            # Byte 6 of a Modbus TCP frame, after the MBAP header's
+            # transaction id, protocol id and length, is the unit id.
+            unit_id = packet[6]
+            self.requests[unit_id] = self.requests.get(unit_id, 0) + 1
+        return super()._trace_packet(sending, packet)
+
+
+def make_sensors() -> list[SimVibrationSensor | SimRegisterBank]:
+    return [
+        SimVibrationSensor(VIBRATION_UNIT, "normal_97"),
+        SimRegisterBank(BANK_UNIT, size=20),
+    ]
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[CountingSimulator]:
+    simulator = CountingSimulator("127.0.0.1", 0, sensors=make_sensors())
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+def tcp_spec(
+    port: int, unit_id: int, points: Sequence[ModbusPointSpec], **kwargs: object
+) -> ModbusTcpSpec:
+    options: dict[str, object] = {
+        "device_id": f"unit{unit_id}",
+        "host": "127.0.0.1",
+        "port": port,
+        "unit_id": unit_id,
+        "timeout_s": 0.2,
+        "connect_timeout_s": 0.5,
+        "retries": 0,
+        "points": tuple(points),
+    }
+    options.update(kwargs)
+    return ModbusTcpSpec(**options)  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def write_registers(port: int, address: int, registers: list[int]) -> None:
+    """Store registers in the bank through a real Modbus client."""
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, reconnect_delay=0)
+    await client.connect()
+    result = await client.write_registers(address, registers, device_id=BANK_UNIT)
+    client.close()
+    assert not result.isError(), result
+
+
+def float32_registers(value: float) -> list[int]:
+    high, low = struct.unpack(">HH", struct.pack(">f", value))
+    return [high, low]
+
+
+class RecordingSink:
+    """An acquisition sink that keeps what the device task hands over.
+
+    ``on_waveform`` runs when a waveform arrives, so a test can look at the
+    device task's state while its poll is still in progress.
+    """
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[float, list[Reading]]] = []
+        self.waveforms: list[Waveform] = []
+        self.on_waveform: Callable[[], None] | None = None
+
+    def readings(self, device_id: str, readings: Sequence[Reading]) -> None:
+        self.batches.append((time.monotonic(), list(readings)))
+
+    def waveform(self, device_id: str, waveform: Waveform) -> None:
+        self.waveforms.append(waveform)
+        if self.on_waveform is not None:
+            self.on_waveform()
+
+    def beat(self, device_id: str) -> None:
+        pass
+
+    def readings_of(self, point: str) -> list[Reading]:
+        return [r for _, batch in self.batches for r in batch if r.point == point]
+
+
+class Device:
+    """A device task running in the background of one test."""
+
+    def __init__(self, spec: DeviceSpec, poll_s: float = POLL_S) -> None:
+        self.sink = RecordingSink()
+        self.runner = DeviceRunner(
+            spec,
+            Schedule(poll_interval_s=poll_s, waveform_interval_s=3600.0),
+            default_driver_factory,
+            self.sink,
+        )
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(self.runner.run(self.stop))
+
+    async def close(self) -> None:
+        self.stop.set()
+        await self.task
+
+
+@pytest.fixture
+async def devices() -> AsyncIterator[list[Device]]:
+    """Device tasks a test starts; each is stopped after the test."""
+    started: list[Device] = []
+    yield started
+    for device in started:
+        await device.close()
+
+
+async def wait_until(
+    condition: Callable[[], bool], timeout_s: float, description: str
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s: {description}")
+        await asyncio.sleep(0.02)
+
+
+class TestLastReading:
+    @pytest.mark.parametrize("fault", ["missing unit", "silent server"])
+    async def test_unanswered_polls_never_set_it(
+        self, sim: CountingSimulator, devices: list[Device], fault: str
+    ) -> None:
+        unit_id = MISSING_UNIT if fault == "missing unit" else BANK_UNIT
+        sim.stop_answering(fault == "silent server")
+        device = Device(tcp_spec(sim.port, unit_id, [LEVEL]))
+        devices.append(device)
+
+        await wait_until(lambda: sim.requests.get(unit_id, 0) >= 3, 10.0, "3 polls")
+
+        assert device.runner.last_reading_at is None
+        assert device.runner.state is DeviceState.DOWN
+        assert device.runner.last_error is not None
+        assert "no response to any request" in device.runner.last_error
+
+    async def test_missing_unit_names_exception(
+        self, sim: CountingSimulator, devices: list[Device]
+    ) -> None:
+        device = Device(tcp_spec(sim.port, MISSING_UNIT, [LEVEL]))
+        devices.append(device)
+
+        await wait_until(
+            lambda: device.runner.state is DeviceState.DOWN, 10.0, "device down"
+        )
+
+        assert device.runner.last_error is not None
+        assert "GATEWAY TARGET DEVICE FAILED TO RESPOND (11)" in (
+            device.runner.last_error
+        )
+
+    async def test_answered_bad_reading_sets_it(
+        self, sim: CountingSimulator, devices: list[Device]
+    ) -> None:
+        await write_registers(sim.port, LEVEL.address, float32_registers(500.0))
+        device = Device(tcp_spec(sim.port, BANK_UNIT, [LEVEL]))
+        devices.append(device)
+
+        await wait_until(
+            lambda: device.runner.last_reading_at is not None, 10.0, "a reading"
+        )
+
+        (reading, *_) = device.sink.readings_of("level")
+        assert reading.quality.reason is QualityReason.OUT_OF_RANGE
+        assert device.runner.last_reading_at == reading.timestamp
+        assert device.runner.state is DeviceState.CONNECTED
+
+
+class TestStateDuringCapture:
+    async def test_state_updated_before_capture(self, devices: list[Device]) -> None:
+        port = free_port()
+        spec = tcp_spec(
+            port, VIBRATION_UNIT, [VELOCITY], waveforms=(ACCEL,), timeout_s=2.0
+        )
+        device = Device(spec, poll_s=1.0)
+        devices.append(device)
+        runner = device.runner
+        seen: list[tuple[DeviceState, str | None, bool]] = []
+        device.sink.on_waveform = lambda: seen.append(
+            (runner.state, runner.last_error, runner.last_reading_at is not None)
+        )
+        await wait_until(
+            lambda: runner.state is DeviceState.DOWN, 10.0, "first connect failed"
+        )
+        assert runner.last_error is not None
+
+        simulator = ModbusSimulator("127.0.0.1", port, sensors=make_sensors())
+        await simulator.start()
+        try:
+            await wait_until(lambda: bool(seen), 30.0, "a waveform")
+        finally:
+            await device.close()
+            devices.clear()
+            await simulator.stop()
+
+        assert seen[0] == (DeviceState.CONNECTED, None, True)
