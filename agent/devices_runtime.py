@@ -5,8 +5,11 @@ jittered backoff, reads the scalar points every ``poll_interval`` and the
 waveforms every ``waveform_interval`` (or sooner on request), and hands the
 results to a :class:`AcquisitionSink`. While the device is unreachable it
 reports every point as bad (``comm_error``, value None) once per poll
-interval and never repeats a last good value. Each runner is its own task
-with its own timeouts, so a failing device does not delay the others.
+interval and never repeats a last good value. A device that is connected
+but responds to no request of a poll is polled again only after the same
+backoff, because each unanswered request occupies a shared serial line
+for its whole timeout. Each runner is its own task with its own
+timeouts, so a failing device does not delay the others.
 """
 
 from __future__ import annotations
@@ -160,7 +163,7 @@ class DeviceRunner:
         while not stop.is_set():
             started = loop.time()
             try:
-                await self._poll_once(driver, started)
+                answered = await self._poll_once(driver, started)
             except DriverConfigError:
                 raise
             except DriverError as exc:
@@ -179,9 +182,15 @@ class DeviceRunner:
                     await driver.close()
                 await self._wait_down(stop, self._backoff.next_delay())
                 return
-            self._backoff.reset()
             self._sink.beat(self.device_id)
 
+            if not answered:
+                # Every unanswered request occupies a shared serial line for
+                # its timeout, so a silent unit waits out the backoff
+                # before its next poll instead of starving its neighbours.
+                await self._wait_down(stop, self._backoff.next_delay())
+                continue
+            self._backoff.reset()
             delay = self.schedule.poll_interval_s - (loop.time() - started)
             await self._wait(stop, max(0.0, delay), self._waveform_requested)
 

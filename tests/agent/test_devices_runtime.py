@@ -10,17 +10,21 @@ exception 11 (GATEWAY TARGET DEVICE FAILED TO RESPOND).
 from __future__ import annotations
 
 import asyncio
+import itertools
+import shutil
 import socket
 import struct
+import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
 from agent.devices_runtime import DeviceRunner, DeviceState, Schedule
 from agent.pipeline_runtime import default_driver_factory
-from drivers.base import QualityReason, Reading, Waveform
+from drivers.base import QualityReason, QualityStatus, Reading, Waveform
 from drivers.sim import modbus_sensors as layout
 from drivers.sim.modbus_sensors import SimRegisterBank, SimVibrationSensor
 from drivers.sim.modbus_server import ModbusSimulator
@@ -28,6 +32,7 @@ from drivers.spec import (
     DataType,
     DeviceSpec,
     ModbusPointSpec,
+    ModbusRtuSpec,
     ModbusTcpSpec,
     ModbusWaveformSpec,
     RegisterTable,
@@ -247,6 +252,134 @@ class TestLastReading:
         assert reading.quality.reason is QualityReason.OUT_OF_RANGE
         assert device.runner.last_reading_at == reading.timestamp
         assert device.runner.state is DeviceState.CONNECTED
+
+
+class TestSilentBackoff:
+    SILENT_S = 3.0
+
+    async def test_silent_device_polled_at_backoff(
+        self, sim: CountingSimulator, devices: list[Device]
+    ) -> None:
+        device = Device(tcp_spec(sim.port, BANK_UNIT, [LEVEL]))
+        devices.append(device)
+        runner = device.runner
+        await wait_until(
+            lambda: runner.state is DeviceState.CONNECTED, 10.0, "connected"
+        )
+
+        sim.stop_answering(True)
+        silent_from = time.monotonic()
+        before = sim.requests[BANK_UNIT]
+        await asyncio.sleep(self.SILENT_S)
+        silent_requests = sim.requests[BANK_UNIT] - before
+        silent_batches = [t for t, _ in device.sink.batches if t >= silent_from]
+        state_while_silent = runner.state
+
+        sim.stop_answering(False)
+        await wait_until(
+            lambda: runner.state is DeviceState.CONNECTED, 10.0, "answering again"
+        )
+        before = sim.requests[BANK_UNIT]
+        await asyncio.sleep(1.0)
+        answered_requests = sim.requests[BANK_UNIT] - before
+
+        # Backoff delays of 0.5, 1 and 2 s (each within ±20 % jitter) after
+        # silent polls of 0.2 s allow at most 4 requests in 3 s. Without
+        # the backoff, a new request follows each 0.2 s timeout at once.
+        assert state_while_silent is DeviceState.DOWN
+        assert silent_requests <= 4
+        # Bad readings still arrive every poll interval while the device
+        # waits, and after each silent poll's 0.2 s timeout.
+        gaps = [b - a for a, b in itertools.pairwise(silent_batches)]
+        assert len(silent_batches) >= 10
+        assert max(gaps) <= POLL_S + 0.2 + 0.1
+        assert answered_requests >= 6
+
+
+@pytest.fixture
+def serial_line(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two ends of a pseudo-terminal pair joined by socat."""
+    if shutil.which("socat") is None:
+        pytest.skip("socat is not installed")
+    sim_end, agent_end = tmp_path / "sim", tmp_path / "agent"
+    process = subprocess.Popen(
+        ["socat", f"pty,raw,echo=0,link={sim_end}", f"pty,raw,echo=0,link={agent_end}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 5.0
+    while not (sim_end.exists() and agent_end.exists()):
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            pytest.fail(f"socat did not create {sim_end} and {agent_end}")
+        time.sleep(0.01)
+    yield str(sim_end), str(agent_end)
+    process.terminate()
+    process.wait(timeout=5)
+
+
+def rtu_spec(serial_port: str, unit_id: int) -> ModbusRtuSpec:
+    return ModbusRtuSpec(
+        device_id=f"unit{unit_id}",
+        serial_port=serial_port,
+        parity="N",
+        unit_id=unit_id,
+        timeout_s=0.2,
+        retries=1,
+        points=(LEVEL,),
+    )
+
+
+class TestSharedSerialLine:
+    WINDOW_S = 4.0
+
+    @pytest.mark.slow
+    async def test_missing_unit_leaves_line_free(
+        self, serial_line: tuple[str, str], devices: list[Device]
+    ) -> None:
+        sim_end, agent_end = serial_line
+        simulator = ModbusSimulator(
+            sensors=[SimRegisterBank(BANK_UNIT, size=20)],
+            serial_port=sim_end,
+            parity="N",
+        )
+        await simulator.start()
+        try:
+            neighbour = Device(rtu_spec(agent_end, BANK_UNIT))
+            devices.append(neighbour)
+            await wait_until(
+                lambda: neighbour.runner.state is DeviceState.CONNECTED,
+                10.0,
+                "neighbour connected",
+            )
+            missing = Device(rtu_spec(agent_end, MISSING_UNIT))
+            devices.append(missing)
+
+            # The first silent polls of the missing unit come 0.5 and 1 s
+            # apart; the window starts after them.
+            await asyncio.sleep(2.0)
+            before = len(neighbour.sink.readings_of("level"))
+            await asyncio.sleep(self.WINDOW_S)
+            polls = len(neighbour.sink.readings_of("level")) - before
+        finally:
+            for device in devices:
+                await device.close()
+            devices.clear()
+            await simulator.stop()
+
+        # Each silent poll occupies the line for 2 attempts of 0.2 s timeout
+        # and 0.2 s quiet time. At the backoff (2 and then 4 s apart), at
+        # most 2 polls fall in the window and take 1.6 s of line time. That
+        # leaves the neighbour 2.4 s for polls 0.1 s apart. Without the
+        # backoff, the missing unit is polled again as soon as its poll
+        # ends, and the neighbour gets one request between its attempts.
+        assert polls >= 15
+        good = [
+            r
+            for r in neighbour.sink.readings_of("level")
+            if r.quality.status is QualityStatus.GOOD
+        ]
+        assert good
 
 
 class TestStateDuringCapture:
