@@ -10,22 +10,33 @@ but responds to no request of a poll is polled again only after the same
 backoff, because each unanswered request occupies a shared serial line
 for its whole timeout. Each runner is its own task with its own
 timeouts, so a failing device does not delay the others.
+
+A point that reads bad while its device responds is logged once when it
+turns bad or its cause changes, and once when it recovers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
 from drivers.backoff import Backoff
-from drivers.base import Driver, Quality, QualityReason, Reading, Waveform
+from drivers.base import (
+    Driver,
+    Quality,
+    QualityReason,
+    QualityStatus,
+    Reading,
+    Waveform,
+)
 from drivers.errors import DriverConfigError, DriverError
 from drivers.spec import DeviceSpec
 
@@ -56,6 +67,88 @@ class AcquisitionSink(Protocol):
 
 
 DriverFactory = Callable[[DeviceSpec], Driver]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BadPoint:
+    """A point whose latest reading from a responding device was bad."""
+
+    asset: str
+    point: str
+    cause: str
+    """The quality detail of the reading, else its quality label."""
+
+
+class BadPointLog:
+    """The bad points of one device, logged when they change.
+
+    A point is logged at WARNING when it turns bad and when the cause
+    changes, and at INFO when it reads good or uncertain again. A point
+    that stays bad for the same cause logs nothing more.
+    """
+
+    def __init__(self, device_id: str) -> None:
+        self.device_id = device_id
+        self._bad: dict[str, BadPoint] = {}
+        self._keys: dict[str, tuple[QualityReason | None, str]] = {}
+        self._since: dict[str, float] = {}
+
+    @property
+    def points(self) -> list[BadPoint]:
+        """The bad points, in the order they turned bad."""
+        return list(self._bad.values())
+
+    def update(self, readings: Iterable[Reading]) -> None:
+        """Record the quality of each reading of one answered poll."""
+        for reading in readings:
+            if reading.quality.status is QualityStatus.BAD:
+                self._note_bad(reading)
+            elif reading.point in self._bad:
+                self._note_recovered(reading)
+
+    def _note_bad(self, reading: Reading) -> None:
+        quality = reading.quality
+        key = _cause_key(quality)
+        if self._keys.get(reading.point) == key:
+            return
+        cause = quality.detail or quality.label()
+        self._keys[reading.point] = key
+        self._bad[reading.point] = BadPoint(
+            asset=reading.asset, point=reading.point, cause=cause
+        )
+        self._since.setdefault(reading.point, time.monotonic())
+        logger.warning(
+            "device.point_bad",
+            extra={
+                "device": self.device_id,
+                "asset": reading.asset,
+                "point": reading.point,
+                "quality": quality.label(),
+                "cause": cause,
+            },
+        )
+
+    def _note_recovered(self, reading: Reading) -> None:
+        del self._bad[reading.point], self._keys[reading.point]
+        since = self._since.pop(reading.point)
+        logger.info(
+            "device.point_recovered",
+            extra={
+                "device": self.device_id,
+                "asset": reading.asset,
+                "point": reading.point,
+                "bad_for_s": round(time.monotonic() - since, 1),
+            },
+        )
+
+
+def _cause_key(quality: Quality) -> tuple[QualityReason | None, str]:
+    """Return what must change for a bad point to be logged again."""
+    # An out-of-range detail contains the value read, which changes from
+    # poll to poll while the point stays out of range.
+    if quality.reason is QualityReason.OUT_OF_RANGE:
+        return quality.reason, ""
+    return quality.reason, quality.detail
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +195,22 @@ class DeviceRunner:
         self._waveform_requested = asyncio.Event()
         self._next_capture = 0.0
         self._defect_logged = False
+        self._bad_points = BadPointLog(spec.device_id)
+
+    @property
+    def bad_points(self) -> list[BadPoint]:
+        """The points that read bad in the latest answered polls."""
+        return self._bad_points.points
+
+    def bad_points_status(self) -> dict[str, object]:
+        """Return the bad points as the status snapshot shows them.
+
+        The result has ``count`` and ``first``, the point that turned bad
+        first (``asset``, ``point`` and ``cause``), or None.
+        """
+        points = self._bad_points.points
+        first = dataclasses.asdict(points[0]) if points else None
+        return {"count": len(points), "first": first}
 
     def request_waveform(self) -> None:
         """Capture the waveforms at the next poll instead of waiting."""
@@ -244,6 +353,7 @@ class DeviceRunner:
             return False
         if self.state is not DeviceState.CONNECTED or self.last_error is not None:
             self._mark_up()
+        self._bad_points.update(readings)
         return True
 
     def _mark_silent(self, readings: Sequence[Reading]) -> None:

@@ -339,6 +339,7 @@ class AgentRuntime:
                     "state": runner.state.value,
                     "last_reading_at": _iso(runner.last_reading_at),
                     "last_error": runner.last_error,
+                    "bad_points": runner.bad_points_status(),
                 }
                 for device_id, runner in pipeline.runners.items()
             }

@@ -192,9 +192,25 @@ def render(report: dict[str, Any]) -> str:
             lines.append(
                 f"  {device_id:<{width}} {device['state']:<10} last reading "
                 f"{device.get('last_reading_at') or 'never'}{error}"
+                f"{_bad_points_text(device.get('bad_points'))}"
             )
     lines.extend(_alarm_lines(snapshot.get("assets") or {}))
     return "\n".join(lines)
+
+
+def _bad_points_text(bad_points: dict[str, Any] | None) -> str:
+    """Describe a device's bad points, or return "" when it has none.
+
+    Snapshots written before devices reported bad points have no entry.
+    """
+    if not bad_points or not bad_points.get("count"):
+        return ""
+    count = bad_points["count"]
+    first = bad_points.get("first") or {}
+    where = f"{first.get('asset')}/{first.get('point')}: {first.get('cause')}"
+    if count == 1:
+        return f"; 1 bad point, {where}"
+    return f"; {count} bad points, first {where}"
 
 
 def _agent_line(report: dict[str, Any], snapshot: dict[str, Any]) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import math
 import shutil
 import socket
 import struct
@@ -22,7 +24,7 @@ from pathlib import Path
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from agent.devices_runtime import DeviceRunner, DeviceState, Schedule
+from agent.devices_runtime import BadPoint, DeviceRunner, DeviceState, Schedule
 from agent.pipeline_runtime import default_driver_factory
 from drivers.base import QualityReason, QualityStatus, Reading, Waveform
 from drivers.sim import modbus_sensors as layout
@@ -203,6 +205,113 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s: {description}")
         await asyncio.sleep(0.02)
+
+
+async def wait_for_polls(device: Device, point: str, count: int) -> None:
+    """Wait until ``count`` more readings of ``point`` arrived."""
+    target = len(device.sink.readings_of(point)) + count
+    await wait_until(
+        lambda: len(device.sink.readings_of(point)) >= target,
+        10.0,
+        f"{count} more readings of {point}",
+    )
+
+
+def events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == name]
+
+
+class TestBadPoints:
+    async def test_unserved_point_logged_once(
+        self,
+        sim: CountingSimulator,
+        devices: list[Device],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        caplog.set_level(logging.INFO, logger="agent")
+        spec = tcp_spec(sim.port, VIBRATION_UNIT, [VELOCITY, STATUS_WORD])
+        device = Device(spec)
+        devices.append(device)
+
+        await wait_until(
+            lambda: len(device.sink.readings_of("status_word")) >= 10,
+            10.0,
+            "ten polls",
+        )
+
+        cause = (
+            f"device 'unit{VIBRATION_UNIT}' unit {VIBRATION_UNIT} function 3 "
+            "address 0 count 1: ILLEGAL DATA ADDRESS (2)"
+        )
+        bad = events(caplog, "device.point_bad")
+        assert len(bad) == 1
+        assert bad[0].levelno == logging.WARNING
+        assert bad[0].device == f"unit{VIBRATION_UNIT}"  # type: ignore[attr-defined]
+        assert bad[0].asset == "pump1"  # type: ignore[attr-defined]
+        assert bad[0].point == "status_word"  # type: ignore[attr-defined]
+        assert bad[0].cause == cause  # type: ignore[attr-defined]
+        assert device.runner.bad_points == [
+            BadPoint(asset="pump1", point="status_word", cause=cause)
+        ]
+        assert device.runner.state is DeviceState.CONNECTED
+        assert device.runner.last_error is None
+
+    async def test_status_names_first_bad_point(
+        self, sim: CountingSimulator, devices: list[Device]
+    ) -> None:
+        spec = tcp_spec(sim.port, VIBRATION_UNIT, [VELOCITY, STATUS_WORD])
+        device = Device(spec)
+        devices.append(device)
+
+        await wait_until(lambda: bool(device.runner.bad_points), 10.0, "a bad point")
+
+        status = device.runner.bad_points_status()
+        first = status["first"]
+        assert status["count"] == 1
+        assert isinstance(first, dict)
+        assert first["asset"] == "pump1"
+        assert first["point"] == "status_word"
+        assert "ILLEGAL DATA ADDRESS (2)" in first["cause"]
+
+    async def test_changes_logged_not_repeats(
+        self,
+        sim: CountingSimulator,
+        devices: list[Device],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        caplog.set_level(logging.INFO, logger="agent")
+        device = Device(tcp_spec(sim.port, BANK_UNIT, [LEVEL]))
+        devices.append(device)
+
+        def level_read(value: float) -> Callable[[], bool]:
+            def seen() -> bool:
+                readings = device.sink.readings_of("level")
+                last = readings[-1].value if readings else None
+                if math.isnan(value):
+                    return last is None and readings[-1].quality.reason is (
+                        QualityReason.DECODE_ERROR
+                    )
+                return last == value
+
+            return seen
+
+        # Out of range for several polls with a new value each time, then
+        # not a number, then back in range.
+        for value in (500.0, 501.0, 502.0, math.nan, 50.0):
+            await write_registers(sim.port, LEVEL.address, float32_registers(value))
+            await wait_until(level_read(value), 10.0, f"level {value}")
+            await wait_for_polls(device, "level", 2)
+
+        bad = events(caplog, "device.point_bad")
+        recovered = events(caplog, "device.point_recovered")
+        assert [r.quality for r in bad] == [  # type: ignore[attr-defined]
+            "bad/out_of_range",
+            "bad/decode_error",
+        ]
+        assert len(recovered) == 1
+        assert recovered[0].levelno == logging.INFO
+        assert recovered[0].point == "level"  # type: ignore[attr-defined]
+        assert device.runner.bad_points == []
 
 
 class TestLastReading:

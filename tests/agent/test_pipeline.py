@@ -11,10 +11,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from agent.commands.status import collect_status, render
 from agent.health import HealthMonitor
 from agent.mqtt import PublisherCounters, PublisherState
 from agent.outbox import Outbox
@@ -228,6 +230,46 @@ class TestPipelineScalars:
         assert status["devices"]["vib1"]["state"] == "stopped"
         assert status["devices"]["dead"]["last_error"]
         assert status["outbox"]["depth"] > 0
+
+    async def test_status_names_unserved_point(
+        self, make_config: Callable[..., LoadedConfig], tmp_path: Path
+    ) -> None:
+        # The simulator's vibration sensor at unit 1 serves no holding
+        # register 0, so it responds to that block with exception 2.
+        path = tmp_path / "agent.toml"
+        make_config()
+        with path.open("a") as file:
+            file.write('[devices.vib1.points.status_word]\ntable = "holding"\n')
+            file.write("address = 0\n")
+        runtime = AgentRuntime(load_config(path, environ={}))
+        runtime._start_mqtt = lambda: None  # type: ignore[method-assign]
+        state_dir = tmp_path / "state"
+
+        def vib1_status() -> dict[str, Any]:
+            status = read_status(state_dir) or {}
+            return dict(status.get("devices", {}).get("vib1", {}))
+
+        await runtime.start()
+        try:
+            await wait_for(
+                lambda: bool(vib1_status().get("bad_points", {}).get("count"))
+            )
+            device = vib1_status()
+            text = render(collect_status(state_dir))
+        finally:
+            await runtime.stop()
+
+        cause = (
+            "device 'vib1' unit 1 function 3 address 0 count 1: "
+            "ILLEGAL DATA ADDRESS (2)"
+        )
+        assert device["state"] == "connected"
+        assert device["last_error"] is None
+        assert device["bad_points"] == {
+            "count": 1,
+            "first": {"asset": "pump1", "point": "status_word", "cause": cause},
+        }
+        assert f"; 1 bad point, pump1/status_word: {cause}" in text
 
 
 class TestPipelineWaveforms:

@@ -81,6 +81,62 @@ class TestStatusReport:
         assert lines[0].index("down") == 2 + 25 + 1
         assert lines[1].index("up") == 2 + 25 + 1
 
+    def test_device_with_one_bad_point(self, tmp_path: Path) -> None:
+        cause = "device 'vib1' unit 1 function 3 address 0 count 1: ILLEGAL DATA"
+        first = {"asset": "pump1", "point": "status_word", "cause": cause}
+        devices = {
+            "vib1": {
+                "state": "connected",
+                "last_reading_at": "2025-03-01T10:00:00+00:00",
+                "last_error": None,
+                "bad_points": {"count": 1, "first": first},
+            }
+        }
+        write_status(tmp_path, snapshot(devices=devices))
+
+        text = render(collect_status(tmp_path))
+        (line,) = [x for x in text.splitlines() if x.startswith("  vib1")]
+
+        assert line == (
+            "  vib1             connected  last reading 2025-03-01T10:00:00+00:00"
+            f"; 1 bad point, pump1/status_word: {cause}"
+        )
+
+    def test_device_with_several_bad_points(self, tmp_path: Path) -> None:
+        first = {"asset": "pump1", "point": "speed", "cause": "bad/timeout"}
+        devices = {
+            "vib1": {
+                "state": "down",
+                "last_reading_at": None,
+                "last_error": "connection refused",
+                "bad_points": {"count": 3, "first": first},
+            }
+        }
+        write_status(tmp_path, snapshot(devices=devices))
+
+        text = render(collect_status(tmp_path))
+
+        assert (
+            "never  (connection refused); 3 bad points, first "
+            "pump1/speed: bad/timeout" in text
+        )
+
+    @pytest.mark.parametrize(
+        "bad_points", [None, {"count": 0, "first": None}], ids=["absent", "none"]
+    )
+    def test_device_without_bad_points(
+        self, tmp_path: Path, bad_points: dict[str, Any] | None
+    ) -> None:
+        device: dict[str, Any] = {"state": "connected", "last_reading_at": None}
+        if bad_points is not None:
+            device["bad_points"] = bad_points
+        write_status(tmp_path, snapshot(devices={"vib1": device}))
+
+        text = render(collect_status(tmp_path))
+
+        assert "bad point" not in text
+        assert "  vib1             connected  last reading never\n" in text
+
     def test_stale_snapshot_is_not_running(self, tmp_path: Path) -> None:
         old = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
         write_status(tmp_path, snapshot(written_at=old))
