@@ -53,12 +53,13 @@ from agent.settings_types import (
     ConfigFloat,
     ConfigInt,
     Identifier,
+    PositiveDurationS,
     RejectBoolean,
     SettingsRuleError,
     StrictModel,
     raise_problems,
 )
-from agent.units import DurationS, PositiveDurationS, SizeBytes
+from agent.units import DurationS, SizeBytes
 
 __all__ = [
     "REGISTER_COUNTS",

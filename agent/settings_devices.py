@@ -22,13 +22,13 @@ from agent.settings_types import (
     ConfigFloat,
     ConfigInt,
     Identifier,
+    PositiveDurationS,
     RangeBoundFloat,
     RejectBoolean,
     SettingsRuleError,
     StrictModel,
     raise_problems,
 )
-from agent.units import PositiveDurationS
 
 MODICON_TABLES: Final = {3: "input", 4: "holding"}
 """Leading digit of a five-digit Modicon register number and its table."""

@@ -1,6 +1,7 @@
 """Building blocks of the settings models: the strict base model, the
 error for rules between fields, identifiers, and numeric types that reject
-TOML booleans and non-finite floats.
+TOML booleans and non-finite floats, and a positive duration whose
+message is the same for a zero and a negative value.
 
 Pydantic's lax mode reads ``true`` as 1 and ``false`` as 0, so without
 these types ``unit_id = true`` would poll unit 1. Every int, float and
@@ -12,17 +13,27 @@ where infinity means "no limit", takes ``RangeBoundFloat``.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Annotated, Any, Final
 
-from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, GetCoreSchemaHandler
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+)
 from pydantic_core import PydanticKnownError, core_schema
 
+from agent import units
 from agent.units import describe_boolean
 
 __all__ = [
     "ConfigFloat",
     "ConfigInt",
     "Identifier",
+    "PositiveDurationS",
     "RangeBoundFloat",
     "RejectBoolean",
     "SettingsRuleError",
@@ -121,3 +132,20 @@ ConfigFloat = Annotated[float, AllowInfNan(False), RejectBoolean()]
 RangeBoundFloat = Annotated[float, RejectBoolean()]
 """A bound of a valid range, where ``inf`` or ``-inf`` leaves that side open.
 ``nan`` passes this type, so the range check must reject it."""
+
+
+def _reject_negative_duration(value: object) -> object:
+    # units.parse_duration_s rejects a negative number with "0 or more",
+    # which reads as if 0 were valid here.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if value < 0 and math.isfinite(value):
+        raise ValueError(f"expected a duration greater than 0, found {value!r}")
+    return value
+
+
+PositiveDurationS = Annotated[
+    units.PositiveDurationS, BeforeValidator(_reject_negative_duration)
+]
+"""A duration in seconds greater than zero, such as a timeout or an interval
+waited out in a loop. Zero and negative values get the same message."""

@@ -670,6 +670,23 @@ class TestDurationSettings:
             "than 0, found '0s'"
         ]
 
+    @pytest.mark.parametrize(
+        ("table", "key", "key_path"),
+        ZERO_DURATIONS,
+        ids=[case[2] for case in ZERO_DURATIONS],
+    )
+    @pytest.mark.parametrize("value", ["-5", "-0.25"])
+    def test_negative_rejected_like_zero(
+        self, tmp_path: Path, table: list[str], key: str, key_path: str, value: str
+    ) -> None:
+        lines = [*table, f"{key} = {value}"]
+        path = write(tmp_path / "agent.toml", "\n".join(lines) + "\n")
+
+        assert load_problems(path) == [
+            f"{path}:{len(lines)}: {key_path}: expected a duration greater "
+            f"than 0, found {value}"
+        ]
+
     @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
     def test_non_finite_rejected(self, tmp_path: Path, value: str) -> None:
         lines = [*DEVICE_LINES, f"poll_interval = {value}"]
