@@ -21,7 +21,9 @@ from pydantic import (
 from agent.settings_types import (
     ConfigFloat,
     ConfigInt,
+    HostName,
     Identifier,
+    OpcUaEndpoint,
     PositiveDurationS,
     RangeBoundFloat,
     RejectBoolean,
@@ -441,7 +443,7 @@ class DeviceCommon(StrictModel):
 
 class ModbusTcpDeviceSettings(DeviceCommon):
     driver: Literal["modbus_tcp"]
-    host: str
+    host: HostName
     port: ConfigInt = Field(default=502, ge=1, le=65535)
     unit_id: ConfigInt = Field(default=1, ge=0, le=255)
     timeout: PositiveDurationS = 2.0
@@ -479,7 +481,7 @@ class OpcUaDeviceSettings(DeviceCommon):
     or ``password_file`` (mode 0600, not a symlink), never from TOML."""
 
     driver: Literal["opcua"]
-    endpoint: str = Field(pattern=r"^opc\.tcp://")
+    endpoint: OpcUaEndpoint
     security_policy: Literal["None", "Basic256Sha256"] = "None"
     security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
     certificate: Path | None = None

@@ -13,10 +13,13 @@ where infinity means "no limit", takes ``RangeBoundFloat``.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import math
+import re
 from typing import Annotated, Any, Final
 
 from pydantic import (
+    AfterValidator,
     AllowInfNan,
     BaseModel,
     BeforeValidator,
@@ -32,7 +35,9 @@ from agent.units import describe_boolean
 __all__ = [
     "ConfigFloat",
     "ConfigInt",
+    "HostName",
     "Identifier",
+    "OpcUaEndpoint",
     "PositiveDurationS",
     "RangeBoundFloat",
     "RejectBoolean",
@@ -45,6 +50,10 @@ __all__ = [
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 """A name that is safe in MQTT topics, file names and log fields."""
+
+OPCUA_SCHEME: Final = "opc.tcp://"
+OPCUA_DEFAULT_PORT: Final = 4840
+"""The port IANA registered for OPC UA over TCP."""
 
 
 class StrictModel(BaseModel):
@@ -149,3 +158,115 @@ PositiveDurationS = Annotated[
 ]
 """A duration in seconds greater than zero, such as a timeout or an interval
 waited out in a loop. Zero and negative values get the same message."""
+
+
+# --- network addresses -------------------------------------------------------
+
+_HOST_AND_PORT: Final = re.compile(r"^(\[[^\]]*\]|[^:\[\]]*)(?::(.*))?$")
+"""A host (an IPv6 address in brackets, or text without a colon) and an
+optional ``:port``."""
+
+
+def _split_host_port(netloc: str) -> tuple[str, str | None] | None:
+    """Split ``host:port``, or return None when the host is ambiguous."""
+    match = _HOST_AND_PORT.match(netloc)
+    if match is None:
+        return None
+    return match.group(1), match.group(2)
+
+
+def _unbracketed(host: str) -> str:
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def check_opcua_endpoint(endpoint: str) -> str:
+    """Return ``endpoint`` if it is an ``opc.tcp://HOST:PORT[/path]`` URL.
+
+    Raises:
+        ValueError: the scheme is not ``opc.tcp``, or the host or a port
+            from 1 to 65535 is missing. A user name or password in the URL
+            is rejected without echoing it.
+    """
+    expected = f"expected an {OPCUA_SCHEME}HOST:PORT URL"
+    if not endpoint.startswith(OPCUA_SCHEME):
+        rest = endpoint.split("://", 1)[-1]
+        hint = f"; write {OPCUA_SCHEME + rest!r}" if rest.strip() else ""
+        raise ValueError(f"{expected}, found {endpoint!r}{hint}")
+
+    netloc = endpoint[len(OPCUA_SCHEME) :].split("/", 1)[0]
+    if "@" in netloc:
+        raise ValueError(
+            f"{expected}, found a URL with a user name or password in it; "
+            "remove it from the URL, set username and store the password "
+            "as the device's credential or password_file"
+        )
+    parts = _split_host_port(netloc)
+    if parts is None or not _unbracketed(parts[0]):
+        hint = "write the server's host name or IP address before the port"
+        if netloc.count(":") > 1:
+            hint = "write an IPv6 address in brackets, as in 'opc.tcp://[::1]:4840'"
+        raise ValueError(f"{expected}, found {endpoint!r} without a valid host; {hint}")
+    host, port = parts
+    if port is None:
+        raise ValueError(
+            f"{expected}, found {endpoint!r} without a port; the standard OPC "
+            f"UA port is {OPCUA_DEFAULT_PORT}, as in "
+            f"'{OPCUA_SCHEME}{host}:{OPCUA_DEFAULT_PORT}'"
+        )
+    is_number = port.isascii() and port.isdigit()
+    if not is_number or not 1 <= int(port) <= 65535:
+        port_text = port if is_number else repr(port)
+        raise ValueError(
+            f"expected a port from 1 to 65535 in the {OPCUA_SCHEME}HOST:PORT "
+            f"URL, found {port_text} in {endpoint!r}"
+        )
+    return endpoint
+
+
+def check_host(host: str) -> str:
+    """Return ``host`` if it is a host name or an IP address, without a port.
+
+    An IPv6 address such as ``::1`` is a valid host even though it
+    contains colons.
+
+    Raises:
+        ValueError: the host is empty, contains spaces, a scheme or a
+            ``:port`` suffix.
+    """
+    expected = "expected a host name or IP address"
+    if not host.strip():
+        raise ValueError(f"{expected}, found {host!r}")
+    if host != host.strip() or any(char.isspace() for char in host):
+        raise ValueError(f"{expected} without spaces, found {host!r}")
+    if "://" in host:
+        rest = host.split("://", 1)[1].split("/", 1)[0]
+        name, port = _split_host_port(rest) or (rest, None)
+        hint = f"host = {_unbracketed(name)!r}"
+        if port is not None and port.isascii() and port.isdigit():
+            hint += f" and port = {int(port)}"
+        raise ValueError(f"{expected} without a scheme, found {host!r}; set {hint}")
+    if ":" not in host:
+        return host
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return host
+
+    name, port = _split_host_port(host) or (host, None)
+    if port is not None and port.isascii() and port.isdigit():
+        raise ValueError(
+            f"{expected} without a port, found {host!r}; set "
+            f"host = {_unbracketed(name)!r} and port = {int(port)}"
+        )
+    if port is None and name.startswith("["):
+        raise ValueError(
+            f"{expected}, found {host!r}; write an IPv6 address without "
+            f"brackets, as in host = {_unbracketed(name)!r}"
+        )
+    raise ValueError(f"{expected}, found {host!r}")
+
+
+OpcUaEndpoint = Annotated[str, AfterValidator(check_opcua_endpoint)]
+"""An ``opc.tcp://HOST:PORT`` URL, optionally followed by a path."""
+
+HostName = Annotated[str, AfterValidator(check_host)]
+"""A host name or IP address (IPv6 without brackets), with no port."""
