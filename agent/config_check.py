@@ -43,6 +43,7 @@ from agent.settings import (
     Settings,
     expand_dotted_keys,
     modicon_offset,
+    modicon_switch,
     settings_sources,
     waveform_modicon_offsets,
 )
@@ -349,10 +350,15 @@ def _load_profiles(
 def _modicon_notes(
     data: Mapping[str, Any], locate: _Locate, profiles: Mapping[str, LoadedProfile]
 ) -> list[Problem]:
-    """Note each Modicon register number that was converted to an offset."""
+    """Note each Modicon register number that was converted to an offset.
+
+    A device or profile with ``modicon_addresses = false`` converts none.
+    """
     notes: list[Problem] = []
     devices = data.get("devices")
     for device_id, table in devices.items() if isinstance(devices, Mapping) else ():
+        if not modicon_switch(table):
+            continue
         prefix = ("devices", device_id)
         for path, text in _address_notes(table, prefix):
             notes.append(locate.problem(path, text))
@@ -361,6 +367,8 @@ def _modicon_notes(
         if profile.path in seen:
             continue
         seen.add(profile.path)
+        if not modicon_switch(profile.data.get("profile")):
+            continue
         for path, text in _address_notes(profile.data, ()):
             notes.append(
                 Problem(

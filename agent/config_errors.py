@@ -24,7 +24,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ValidationError
 
 from agent.opcua_passwords import password_credential, password_env_var
-from agent.settings import SECRET_KEYS, SettingsRuleError
+from agent.settings import SECRET_KEYS, SettingsRuleError, six_digit_modicon_hint
 from agent.toml_locator import TomlLocator
 from agent.units import describe_boolean
 
@@ -234,7 +234,10 @@ def _message(error: Any, root: Any, path: KeyPath) -> str:
         return f"expected {_TYPE_NAMES[kind]}, found {found}"
     if kind in _BOUNDS:
         bound = next(iter(ctx.values()))
-        return f"expected a value {_BOUNDS[kind]} {bound}, found {found}"
+        message = f"expected a value {_BOUNDS[kind]} {bound}, found {found}"
+        if path and str(path[-1]).endswith("address"):
+            message += six_digit_modicon_hint(error.get("input"), str(path[-1]))
+        return message
     if kind == "string_pattern_mismatch":
         return (
             "expected a name of letters, digits, '_', '.' and '-' "

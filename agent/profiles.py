@@ -19,10 +19,12 @@ A profile is a TOML file ``<name>.toml`` that describes one sensor model::
     block_address = 100
     ...
 
-OPC UA profiles take the keys of ``OpcUaPointSettings`` and
-``OpcUaWaveformSettings``; a device's ``browse_root`` is prepended to every
-browse path in its profile. A device's inline points and waveforms replace
-profile entries of the same name.
+A Modbus profile's ``[profile]`` table may set ``modicon_addresses =
+false`` to keep numbers such as 40011 as offsets. OPC UA profiles take the
+keys of ``OpcUaPointSettings`` and ``OpcUaWaveformSettings``; a device's
+``browse_root`` is prepended to every browse path in its profile. A
+device's inline points and waveforms replace profile entries of the same
+name.
 
 A profile is searched for in each ``gateway.profile_dirs`` entry (relative
 to the configuration file's directory), then ``<config dir>/devices/``,
@@ -32,12 +34,12 @@ then the ``config/devices/`` directory shipped with the agent.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ModelWrapValidatorHandler, ValidationError, model_validator
 
 import agent
 from agent.config_errors import (
@@ -61,6 +63,8 @@ from agent.settings import (
     OpcUaWaveformSettings,
     Settings,
     StrictModel,
+    modicon_conversion,
+    modicon_switch,
 )
 from agent.toml_locator import TomlLocator
 from drivers import spec
@@ -99,10 +103,30 @@ class ProfileHeader(StrictModel):
     protocol: Literal["modbus", "opcua"]
 
 
+class ModbusProfileHeader(ProfileHeader):
+    """The ``[profile]`` table of a Modbus profile.
+
+    ``modicon_addresses = false`` keeps numbers such as 40011 as offsets in
+    the profile's points and waveforms, for register maps whose real
+    offsets lie in 30000-49999.
+    """
+
+    modicon_addresses: bool = True
+
+
 class ModbusProfile(StrictModel):
-    profile: ProfileHeader
+    profile: ModbusProfileHeader
     points: dict[Identifier, ModbusPointSettings] = Field(default_factory=dict)
     waveforms: dict[Identifier, ModbusWaveformSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _apply_modicon_switch(
+        cls, data: Any, handler: ModelWrapValidatorHandler[ModbusProfile]
+    ) -> ModbusProfile:
+        header = data.get("profile") if isinstance(data, Mapping) else None
+        with modicon_conversion(modicon_switch(header)):
+            return handler(data)
 
 
 class OpcUaProfile(StrictModel):

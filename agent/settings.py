@@ -38,6 +38,7 @@ from agent.settings_devices import (
     REGISTER_COUNTS,
     DeviceCommon,
     DeviceSettings,
+    ModbusDeviceCommon,
     ModbusPointSettings,
     ModbusRtuDeviceSettings,
     ModbusTcpDeviceSettings,
@@ -46,7 +47,10 @@ from agent.settings_devices import (
     OpcUaNodeSettings,
     OpcUaPointSettings,
     OpcUaWaveformSettings,
+    modicon_conversion,
     modicon_offset,
+    modicon_switch,
+    six_digit_modicon_hint,
     waveform_modicon_offsets,
 )
 from agent.settings_types import (
@@ -74,6 +78,7 @@ __all__ = [
     "HealthSettings",
     "Identifier",
     "LoggingSettings",
+    "ModbusDeviceCommon",
     "ModbusPointSettings",
     "ModbusRtuDeviceSettings",
     "ModbusTcpDeviceSettings",
@@ -94,8 +99,11 @@ __all__ = [
     "UplinkSettings",
     "expand_dotted_keys",
     "load_settings",
+    "modicon_conversion",
     "modicon_offset",
+    "modicon_switch",
     "settings_sources",
+    "six_digit_modicon_hint",
     "waveform_modicon_offsets",
 ]
 """Device models live in :mod:`agent.settings_devices` and the building

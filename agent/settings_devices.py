@@ -7,13 +7,16 @@ profiles alike. :mod:`agent.settings` re-exports every public name.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     Field,
     ModelWrapValidatorHandler,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -34,6 +37,15 @@ from agent.settings_types import (
 
 MODICON_TABLES: Final = {3: "input", 4: "holding"}
 """Leading digit of a five-digit Modicon register number and its table."""
+
+_MODICON_CONVERSION: ContextVar[bool] = ContextVar(
+    "cmagent_modicon_conversion", default=True
+)
+"""Whether the point and waveform models being validated convert Modicon
+numbers. A device or profile with ``modicon_addresses = false`` turns it
+off for the points and waveforms it contains."""
+
+_BOOLEAN: Final = TypeAdapter(bool)
 
 REGISTER_COUNTS: Final = {
     "int16": 1,
@@ -68,6 +80,55 @@ WAVEFORM_WRITE_ADDRESS_KEYS: Final = (
 _BARE_NAMESPACE_INDEX: Final = re.compile(r"(?:^|;)\s*ns=(\d+)\s*;")
 
 
+@contextmanager
+def modicon_conversion(enabled: bool) -> Iterator[None]:
+    """Convert Modicon numbers in the models validated within the block
+    only when ``enabled``."""
+    token = _MODICON_CONVERSION.set(enabled)
+    try:
+        yield
+    finally:
+        _MODICON_CONVERSION.reset(token)
+
+
+def modicon_switch(table: object) -> bool:
+    """Return the ``modicon_addresses`` switch of a raw device or profile
+    header table: True unless it is a valid false value.
+
+    An invalid value counts as true here, and the model reports it.
+    """
+    if not isinstance(table, Mapping) or "modicon_addresses" not in table:
+        return True
+    try:
+        return _BOOLEAN.validate_python(table["modicon_addresses"])
+    except ValidationError:
+        return True
+
+
+def six_digit_modicon_hint(address: object, key: str = "address") -> str:
+    """Return a hint for a six-digit Modicon number such as 400001, else "".
+
+    300001-365536 are input registers and 400001-465536 holding registers;
+    the offset is the number minus 300001 or 400001. ``key`` is the address
+    key the number was given for; a key the driver writes (always a
+    holding register) gets no advice about the table.
+    """
+    if not isinstance(address, int) or isinstance(address, bool):
+        return ""
+    leading = address // 100_000
+    table = MODICON_TABLES.get(leading)
+    offset = address % 100_000 - 1
+    if table is None or not 0 <= offset <= 65535:
+        return ""
+    advice = f"{key} = {offset}"
+    if key not in WAVEFORM_WRITE_ADDRESS_KEYS:
+        advice = f"table = {table!r} and {advice}"
+    return (
+        f"; {address} looks like a six-digit Modicon number "
+        f"({leading}xxxxx is {table} offset xxxxx - 1), so write {advice}"
+    )
+
+
 def modicon_offset(address: int) -> tuple[str, int] | None:
     """Return ``(table, offset)`` for a Modicon register number, else None.
 
@@ -81,8 +142,11 @@ def modicon_offset(address: int) -> tuple[str, int] | None:
 
 
 def _modicon_value(value: Any) -> tuple[str, int] | None:
-    """Return :func:`modicon_offset` of a raw TOML value, None for a non-int."""
+    """Return :func:`modicon_offset` of a raw TOML value, None for a non-int
+    or while conversion is off."""
     if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    if not _MODICON_CONVERSION.get():
         return None
     return modicon_offset(value)
 
@@ -138,7 +202,8 @@ class ModbusPointSettings(StrictModel):
 
     ``address`` is the zero-based offset in ``table``. A Modicon-style number
     (40001-49999 for holding, 30001-39999 for input registers) is converted
-    to its offset, and ``check-config`` reports the conversion.
+    to its offset, and ``check-config`` reports the conversion, unless the
+    device or profile sets ``modicon_addresses = false``.
     """
 
     table: Literal["holding", "input", "coil", "discrete_input"] = "holding"
@@ -172,10 +237,7 @@ class ModbusPointSettings(StrictModel):
         # number implies means the number is a real offset; keep it.
         if not isinstance(data, Mapping):
             return data
-        address = data.get("address")
-        if not isinstance(address, int) or isinstance(address, bool):
-            return data
-        converted = modicon_offset(address)
+        converted = _modicon_value(data.get("address"))
         if converted is None or data.get("table", converted[0]) != converted[0]:
             return data
         return {**data, "table": converted[0], "address": converted[1]}
@@ -256,7 +318,8 @@ class ModbusWaveformSettings(StrictModel):
     Every ``*_address`` is a zero-based offset. Modicon numbers (40001-49999
     for holding, 30001-39999 for input registers) are converted by the
     rules of :func:`waveform_modicon_offsets`, and ``check-config``
-    reports each conversion.
+    reports each conversion, unless the device or profile sets
+    ``modicon_addresses = false``.
     """
 
     table: Literal["holding", "input"] = "input"
@@ -326,7 +389,15 @@ class ModbusWaveformSettings(StrictModel):
             )
         window = self.page_samples or self.max_samples
         last = self.block_address + window * REGISTER_COUNTS[self.sample_type] - 1
-        if last > 65535:
+        if self.block_address > 65535:
+            problems.append(
+                (
+                    "block_address",
+                    f"expected a value <= 65535, found {self.block_address}"
+                    + six_digit_modicon_hint(self.block_address, "block_address"),
+                )
+            )
+        elif last > 65535:
             key = "page_samples" if self.page_samples else "max_samples"
             problems.append(
                 (
@@ -441,7 +512,28 @@ class DeviceCommon(StrictModel):
     waveform_interval: PositiveDurationS = 60.0
 
 
-class ModbusTcpDeviceSettings(DeviceCommon):
+class ModbusDeviceCommon(DeviceCommon):
+    """Settings both Modbus drivers have.
+
+    ``modicon_addresses = false`` keeps numbers such as 40011 as offsets in
+    the points and waveforms written in the device's table, for register
+    maps whose real offsets lie in 30000-49999 (SunSpec maps start at
+    holding offset 40000). A profile's points follow the profile's own
+    ``modicon_addresses``.
+    """
+
+    modicon_addresses: bool = True
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _apply_modicon_switch(
+        cls, data: Any, handler: ModelWrapValidatorHandler[ModbusDeviceCommon]
+    ) -> ModbusDeviceCommon:
+        with modicon_conversion(modicon_switch(data)):
+            return handler(data)
+
+
+class ModbusTcpDeviceSettings(ModbusDeviceCommon):
     driver: Literal["modbus_tcp"]
     host: HostName
     port: ConfigInt = Field(default=502, ge=1, le=65535)
@@ -456,7 +548,7 @@ class ModbusTcpDeviceSettings(DeviceCommon):
     waveforms: dict[Identifier, ModbusWaveformSettings] = {}
 
 
-class ModbusRtuDeviceSettings(DeviceCommon):
+class ModbusRtuDeviceSettings(ModbusDeviceCommon):
     driver: Literal["modbus_rtu"]
     serial_port: str
     baudrate: ConfigInt = Field(default=19200, ge=300, le=1_000_000)

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from agent.config_check import inspect_config
+from agent.profiles import build_device_specs
+from agent.settings import load_settings
 
 
 def write(path: Path, lines: list[str]) -> Path:
@@ -182,3 +184,239 @@ class TestModbusHost:
         path = modbus_config(tmp_path, f"host = {host!r}")
 
         assert report_lines(path) == ([], [])
+
+
+def point_address(path: Path, device: str, name: str) -> tuple[str, int]:
+    specs = build_device_specs(load_settings(path, environ={}))
+    (point,) = [p for p in specs[device].points if p.name == name]
+    return point.table.value, point.address
+
+
+class TestModiconSwitch:
+    def test_default_converts_with_note(self, tmp_path: Path) -> None:
+        path = modbus_config(
+            tmp_path,
+            'host = "127.0.0.1"',  # 5
+            "points.status = { table = 'holding', address = 40011 }",  # 6
+        )
+
+        assert report_lines(path) == (
+            [],
+            [
+                f"{path}:6: devices.pump1.points.status.address: note: 40011 "
+                "is a Modicon holding-register number; using holding offset 10"
+            ],
+        )
+        assert point_address(path, "pump1", "status") == ("holding", 10)
+
+    def test_off_keeps_offsets_without_note(self, tmp_path: Path) -> None:
+        path = modbus_config(
+            tmp_path,
+            'host = "127.0.0.1"',
+            "modicon_addresses = false",
+            "points.sunspec_id = { table = 'holding', address = 40000 }",
+            "points.status = { table = 'holding', address = 40011 }",
+            "points.power = { address = 40083 }",
+        )
+
+        assert report_lines(path) == ([], [])
+        assert point_address(path, "pump1", "sunspec_id") == ("holding", 40000)
+        assert point_address(path, "pump1", "status") == ("holding", 40011)
+        assert point_address(path, "pump1", "power") == ("holding", 40083)
+
+    def test_off_keeps_waveform_offsets(self, tmp_path: Path) -> None:
+        path = modbus_config(
+            tmp_path,
+            'host = "127.0.0.1"',
+            "modicon_addresses = false",
+            "[devices.pump1.waveforms.accel]",
+            "block_address = 31001",
+            "max_samples = 1024",
+            "sample_count_address = 40107",
+            "sample_rate_address = 30105",
+            "sequence_address = 30103",
+            "trigger_address = 40101",
+        )
+
+        assert report_lines(path) == ([], [])
+        specs = build_device_specs(load_settings(path, environ={}))
+        (waveform,) = specs["pump1"].waveforms
+        assert waveform.table.value == "input"
+        assert waveform.block_address == 31001
+        assert waveform.sample_count_address == 40107
+        assert waveform.trigger_address == 40101
+
+    def test_environment_turns_conversion_off(self, tmp_path: Path) -> None:
+        path = modbus_config(
+            tmp_path,
+            'host = "127.0.0.1"',
+            "points.status = { table = 'holding', address = 40011 }",
+        )
+        environ = {"CMAGENT_DEVICES__PUMP1__MODICON_ADDRESSES": "false"}
+
+        settings = load_settings(path, environ=environ)
+
+        assert settings.devices["pump1"].points["status"].address == 40011
+
+    def test_invalid_switch_reported(self, tmp_path: Path) -> None:
+        path = modbus_config(
+            tmp_path,
+            'host = "127.0.0.1"',  # 5
+            'modicon_addresses = "sometimes"',  # 6
+            "points.status = { address = 40011 }",  # 7
+        )
+
+        problems, _ = report_lines(path)
+
+        assert problems == [
+            f"{path}:6: devices.pump1.modicon_addresses: expected true or "
+            "false, found 'sometimes'"
+        ]
+
+    def test_profile_switch_covers_its_points_only(self, tmp_path: Path) -> None:
+        devices = tmp_path / "devices"
+        devices.mkdir()
+        write(
+            devices / "inverter.toml",
+            [
+                "[profile]",
+                'name = "inverter"',
+                'protocol = "modbus"',
+                "modicon_addresses = false",
+                "[points.sunspec_id]",
+                'table = "holding"',
+                "address = 40000",
+                'type = "uint32"',
+                "[points.status]",
+                'table = "holding"',
+                "address = 40107",
+            ],
+        )
+        path = modbus_config(
+            tmp_path,
+            'host = "127.0.0.1"',  # 5
+            'profile = "inverter"',  # 6
+            "points.alarm_word = { address = 40011 }",  # 7
+        )
+
+        assert report_lines(path) == (
+            [],
+            [
+                f"{path}:7: devices.pump1.points.alarm_word.address: note: "
+                "40011 is a Modicon holding-register number; using holding "
+                "offset 10"
+            ],
+        )
+        assert point_address(path, "pump1", "sunspec_id") == ("holding", 40000)
+        assert point_address(path, "pump1", "status") == ("holding", 40107)
+        assert point_address(path, "pump1", "alarm_word") == ("holding", 10)
+
+    def test_opcua_profile_has_no_switch(self, tmp_path: Path) -> None:
+        devices = tmp_path / "devices"
+        devices.mkdir()
+        profile = write(
+            devices / "ua.toml",
+            [
+                "[profile]",
+                'name = "ua"',
+                'protocol = "opcua"',
+                "modicon_addresses = false",
+            ],
+        )
+        path = write(
+            tmp_path / "agent.toml",
+            [
+                "[assets.fan]",
+                "[devices.ua]",
+                'driver = "opcua"',
+                'asset = "fan"',
+                'endpoint = "opc.tcp://127.0.0.1:4840"',
+                'profile = "ua"',
+            ],
+        )
+
+        problems, _ = report_lines(path)
+
+        assert problems == [
+            f"{profile}:4: profile.modicon_addresses: unknown key 'modicon_addresses'"
+        ]
+
+
+class TestSixDigitModiconNumber:
+    @pytest.mark.parametrize(
+        ("number", "table", "offset"),
+        [(400001, "holding", 0), (400011, "holding", 10), (365536, "input", 65535)],
+    )
+    def test_point_address_gets_hint(
+        self, tmp_path: Path, number: int, table: str, offset: int
+    ) -> None:
+        path = modbus_config(
+            tmp_path,
+            'host = "127.0.0.1"',  # 5
+            f"points.status = {{ address = {number} }}",  # 6
+        )
+        leading = str(number)[0]
+
+        problems, _ = report_lines(path)
+
+        assert problems == [
+            f"{path}:6: devices.pump1.points.status.address: expected a value "
+            f"<= 65535, found {number}; {number} looks like a six-digit "
+            f"Modicon number ({leading}xxxxx is {table} offset xxxxx - 1), so "
+            f"write table = {table!r} and address = {offset}"
+        ]
+
+    def test_waveform_block_address_gets_hint(self, tmp_path: Path) -> None:
+        path = modbus_config(
+            tmp_path,
+            'host = "127.0.0.1"',  # 5
+            "[devices.pump1.waveforms.accel]",  # 6
+            "block_address = 301001",  # 7
+            "max_samples = 1024",  # 8
+            "sample_count_address = 0",  # 9
+            "sample_rate_address = 2",  # 10
+            "sequence_address = 4",  # 11
+        )
+
+        problems, _ = report_lines(path)
+
+        assert problems == [
+            f"{path}:7: devices.pump1.waveforms.accel.block_address: expected a "
+            "value <= 65535, found 301001; 301001 looks like a six-digit "
+            "Modicon number (3xxxxx is input offset xxxxx - 1), so write "
+            "table = 'input' and block_address = 1000"
+        ]
+
+    def test_write_address_hint_leaves_table(self, tmp_path: Path) -> None:
+        path = modbus_config(
+            tmp_path,
+            'host = "127.0.0.1"',  # 5
+            "[devices.pump1.waveforms.accel]",  # 6
+            "block_address = 1000",  # 7
+            "max_samples = 1024",  # 8
+            "sample_count_address = 0",  # 9
+            "sample_rate_address = 2",  # 10
+            "sequence_address = 4",  # 11
+            "trigger_address = 400101",  # 12
+        )
+
+        problems, _ = report_lines(path)
+
+        assert problems == [
+            f"{path}:12: devices.pump1.waveforms.accel.trigger_address: "
+            "expected a value <= 65535, found 400101; 400101 looks like a "
+            "six-digit Modicon number (4xxxxx is holding offset xxxxx - 1), so "
+            "write trigger_address = 100"
+        ]
+
+    def test_other_large_number_has_no_hint(self, tmp_path: Path) -> None:
+        path = modbus_config(
+            tmp_path, 'host = "127.0.0.1"', "points.status = { address = 500001 }"
+        )
+
+        problems, _ = report_lines(path)
+
+        assert problems == [
+            f"{path}:6: devices.pump1.points.status.address: expected a value "
+            "<= 65535, found 500001"
+        ]
