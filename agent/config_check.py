@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pydantic import ValidationError
 
@@ -32,13 +32,16 @@ from agent.config_errors import (
 from agent.opcua_passwords import OPCUA_PASSWORD_ENV_PREFIX, password_checks
 from agent.profiles import (
     PROTOCOL_OF_DRIVER,
+    DeviceEntry,
     LoadedProfile,
+    device_entries,
     find_profile,
     merge_profile,
     profile_search_dirs,
     read_profile,
 )
 from agent.settings import (
+    DeviceCommon,
     EnvironSource,
     Settings,
     expand_dotted_keys,
@@ -211,7 +214,7 @@ def inspect_config(
     """
     environ = dict(os.environ) if environ is None else dict(environ)
     warnings = environment_warnings(environ)
-    text, data = "", {}
+    text, data = "", dict[str, Any]()
     if path is not None:
         parsed = read_toml(path)
         if isinstance(parsed, Problem):
@@ -244,11 +247,13 @@ def inspect_config(
         )
 
     problems += _cross_check(settings, profiles, locate)
+    series_problems, series_warnings = _series_checks(settings, profiles, locate)
+    problems += series_problems
     password_problems, password_warnings = password_checks(
         settings, config_dir=path.parent if path else None, environ=environ
     )
     problems += [locate.problem(key, text) for key, text in password_problems]
-    warnings = warnings + password_warnings
+    warnings = warnings + series_warnings + password_warnings
     problems = _in_file_order(problems, locate.source)
     object.__setattr__(settings, "_config_path", path)
     settings._warnings.extend(warnings)
@@ -548,3 +553,161 @@ def _cross_check(
             problems.append(locate.problem(path, bearing_problem))
         problems += _threshold_problems(asset_id, list(asset.thresholds), own, locate)
     return problems
+
+
+# --- series names --------------------------------------------------------------
+
+MAX_NAME_LENGTH: Final = 64
+"""Maximum length of a point name, as the ``Identifier`` type allows."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Series:
+    """A point or waveform of a device and the place it is written."""
+
+    device_id: str
+    entry: DeviceEntry
+    written_at: str
+    report_path: KeyPath
+
+    def describe(self) -> str:
+        kind = self.entry.kind.removesuffix("s")
+        return (
+            f"device {self.device_id!r} ({kind} {self.entry.name!r}, {self.written_at})"
+        )
+
+
+def _series_of_device(
+    device_id: str,
+    device: DeviceCommon,
+    loaded: LoadedProfile | None,
+    locate: _Locate,
+) -> list[_Series]:
+    found = []
+    for entry in device_entries(device, _profile_model(loaded)):
+        if entry.from_profile and loaded is not None:
+            line = loaded.line_of((entry.kind, entry.name))
+            written_at = f"{loaded.path}:{line}"
+            report_path: KeyPath = ("devices", device_id, "profile")
+        else:
+            report_path = ("devices", device_id, entry.kind, entry.name)
+            source, line_or_none = locate(report_path)
+            written_at = source if line_or_none is None else f"{source}:{line_or_none}"
+        found.append(
+            _Series(
+                device_id=device_id,
+                entry=entry,
+                written_at=written_at,
+                report_path=report_path,
+            )
+        )
+    return found
+
+
+def _clash_message(asset: str, first: _Series, second: _Series) -> str:
+    series = second.entry.series
+    new_name = f"{second.device_id}_{second.entry.name}"
+    return (
+        f"expected each point name once per asset, found {series!r} of asset "
+        f"{asset!r} twice: {first.describe()} and {second.describe()}, so "
+        "their values would mix in one measurement series; give one a new "
+        f'name, as with point_names = {{ {second.entry.name} = "{new_name}" }} '
+        f"or a point_prefix in [devices.{second.device_id}]"
+    )
+
+
+def _series_checks(
+    settings: Settings, profiles: Mapping[str, LoadedProfile], locate: _Locate
+) -> tuple[list[Problem], list[str]]:
+    """Check the names the devices' points and waveforms are stored under.
+
+    The outbox and MQTT identify a series by asset and point name only,
+    so two points or waveforms with one name on one asset are rejected,
+    whichever devices and files they come from. Disabled devices are left
+    out, because they produce no values.
+
+    Returns:
+        The problems, and warnings for renamed points that health judges
+        by their profile names.
+    """
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    first_of: dict[tuple[str, str], _Series] = {}
+    for device_id, device in settings.devices.items():
+        loaded = profiles.get(device_id)
+        found = _series_of_device(device_id, device, loaded, locate)
+        problems += _point_name_problems(device_id, device, loaded, found, locate)
+        warnings += _renamed_health_points(device_id, device, found, locate)
+        if not device.enabled:
+            continue
+        for series in found:
+            asset = series.entry.settings.asset or device.asset
+            key = (asset, series.entry.series)
+            first = first_of.setdefault(key, series)
+            if first is not series:
+                message = _clash_message(asset, first, series)
+                problems.append(locate.problem(series.report_path, message))
+    return problems, warnings
+
+
+def _point_name_problems(
+    device_id: str,
+    device: DeviceCommon,
+    loaded: LoadedProfile | None,
+    found: Sequence[_Series],
+    locate: _Locate,
+) -> list[Problem]:
+    """Report unknown ``point_names`` keys and series names that are too
+    long."""
+    problems = []
+    names = [series.entry.name for series in found]
+    # Without its profile, the device's names are unknown, and the missing
+    # profile is reported already.
+    profile_missing = device.profile is not None and (
+        loaded is None or loaded.profile is None
+    )
+    for name in [] if profile_missing else device.point_names:
+        if name not in names:
+            problems.append(
+                locate.problem(
+                    ("devices", device_id, "point_names", name),
+                    f"expected a point or waveform of device {device_id!r} "
+                    f"({', '.join(map(repr, names)) or 'it has none'}), found "
+                    f"{name!r}{suggest(name, names)}",
+                )
+            )
+    for series in found:
+        if len(series.entry.series) > MAX_NAME_LENGTH:
+            problems.append(
+                locate.problem(
+                    ("devices", device_id, "point_prefix"),
+                    f"expected point names of at most {MAX_NAME_LENGTH} "
+                    f"characters, found {series.entry.series!r} "
+                    f"({len(series.entry.series)}) for "
+                    f"{series.entry.name!r}; shorten point_prefix",
+                )
+            )
+    return problems
+
+
+def _renamed_health_points(
+    device_id: str, device: DeviceCommon, found: Sequence[_Series], locate: _Locate
+) -> list[str]:
+    """Warn when a renamed point is one that health judges by its name."""
+    from agent.pipeline_analysis import SCALAR_HEALTH_POINTS
+
+    warnings = []
+    for series in found:
+        name = series.entry.name
+        if name not in SCALAR_HEALTH_POINTS or series.entry.series == name:
+            continue
+        asset = series.entry.settings.asset or device.asset
+        source, line = locate(("devices", device_id))
+        where = source if line is None else f"{source}:{line}"
+        warnings.append(
+            f"{where}: devices.{device_id}: point {name!r} is stored as "
+            f"{series.entry.series!r}, so health no longer judges it with the "
+            f"oil limits of asset {asset!r}; keep its name with "
+            f'point_names = {{ {name} = "{name}" }}'
+        )
+    return warnings

@@ -24,7 +24,8 @@ false`` to keep numbers such as 40011 as offsets. OPC UA profiles take the
 keys of ``OpcUaPointSettings`` and ``OpcUaWaveformSettings``; a device's
 ``browse_root`` is prepended to every browse path in its profile. A
 device's inline points and waveforms replace profile entries of the same
-name.
+name, and the device's ``point_names`` and ``point_prefix`` then rename
+them all.
 
 A profile is searched for in each ``gateway.profile_dirs`` entry (relative
 to the configuration file's directory), then ``<config dir>/devices/``,
@@ -242,14 +243,24 @@ def _rooted_waveform(
     return waveform.model_copy(update=update)
 
 
-def merge_profile(
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceEntry:
+    """A point or waveform of a device, after its profile is applied.
+
+    ``name`` is the key written in the profile or the device's table, and
+    ``series`` the name its values are published and stored under.
+    """
+
+    kind: Literal["points", "waveforms"]
+    name: str
+    series: str
+    settings: PointSettings | WaveformSettings
+    from_profile: bool
+
+
+def _profile_entries(
     device: DeviceCommon, profile: DeviceProfile | None
 ) -> tuple[dict[str, PointSettings], dict[str, WaveformSettings]]:
-    """Return the device's points and waveforms: profile first, inline wins.
-
-    A profile of the other protocol contributes nothing; ``check-config``
-    reports that mismatch.
-    """
     points: dict[str, PointSettings] = {}
     waveforms: dict[str, WaveformSettings] = {}
     if isinstance(device, OpcUaDeviceSettings) and isinstance(profile, OpcUaProfile):
@@ -263,8 +274,71 @@ def merge_profile(
     ):
         points.update(profile.points)
         waveforms.update(profile.waveforms)
-    points.update(getattr(device, "points", {}))
-    waveforms.update(getattr(device, "waveforms", {}))
+    return points, waveforms
+
+
+def device_entries(
+    device: DeviceCommon, profile: DeviceProfile | None
+) -> list[DeviceEntry]:
+    """Return the device's points and waveforms: profile first, inline wins.
+
+    A profile of the other protocol contributes nothing; ``check-config``
+    reports that mismatch.
+    """
+    profile_points, profile_waveforms = _profile_entries(device, profile)
+    points = _entries(device, "points", profile_points, _inline_points(device))
+    waveforms = _entries(
+        device, "waveforms", profile_waveforms, _inline_waveforms(device)
+    )
+    return points + waveforms
+
+
+def _inline_points(device: DeviceCommon) -> Mapping[str, PointSettings]:
+    """Return the points written in the device's own table."""
+    points: Mapping[str, PointSettings] = getattr(device, "points", {})
+    return points
+
+
+def _inline_waveforms(device: DeviceCommon) -> Mapping[str, WaveformSettings]:
+    """Return the waveforms written in the device's own table."""
+    waveforms: Mapping[str, WaveformSettings] = getattr(device, "waveforms", {})
+    return waveforms
+
+
+def _entries(
+    device: DeviceCommon,
+    kind: Literal["points", "waveforms"],
+    from_profile: Mapping[str, PointSettings | WaveformSettings],
+    inline: Mapping[str, PointSettings | WaveformSettings],
+) -> list[DeviceEntry]:
+    merged = {**from_profile, **inline}
+    return [
+        DeviceEntry(
+            kind=kind,
+            name=name,
+            series=device.series_name(name),
+            settings=settings,
+            from_profile=name not in inline,
+        )
+        for name, settings in merged.items()
+    ]
+
+
+def merge_profile(
+    device: DeviceCommon, profile: DeviceProfile | None
+) -> tuple[dict[str, PointSettings], dict[str, WaveformSettings]]:
+    """Return the device's points and waveforms keyed by series name.
+
+    See :func:`device_entries` for the rules.
+    """
+    points: dict[str, PointSettings] = {}
+    waveforms: dict[str, WaveformSettings] = {}
+    for entry in device_entries(device, profile):
+        settings = entry.settings
+        if isinstance(settings, ModbusPointSettings | OpcUaPointSettings):
+            points[entry.series] = settings
+        else:
+            waveforms[entry.series] = settings
     return points, waveforms
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     Field,
     ModelWrapValidatorHandler,
     TypeAdapter,
@@ -496,6 +497,18 @@ class OpcUaWaveformSettings(StrictModel):
 # --- devices ---------------------------------------------------------------
 
 
+_IDENTIFIER: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def _check_point_prefix(prefix: str) -> str:
+    if prefix and _IDENTIFIER.match(prefix) is None:
+        raise ValueError(
+            "expected letters, digits, '_', '.' and '-', starting with a "
+            f"letter or digit (at most 63 characters), found {prefix!r}"
+        )
+    return prefix
+
+
 class DeviceCommon(StrictModel):
     """Settings every device has, whatever its protocol.
 
@@ -503,6 +516,12 @@ class DeviceCommon(StrictModel):
     points and waveforms are merged with the ones given inline (inline wins).
     ``asset`` is the asset the device's points belong to unless a point
     names another one.
+
+    A point's or waveform's series is identified by asset and name, so two
+    devices on one asset must not give it the same name. ``point_names``
+    renames single points and waveforms of the device, and ``point_prefix``
+    is put before the name of every other one, whether it comes from the
+    profile or is written inline.
     """
 
     asset: Identifier
@@ -510,6 +529,13 @@ class DeviceCommon(StrictModel):
     enabled: bool = True
     poll_interval: PositiveDurationS = 1.0
     waveform_interval: PositiveDurationS = 60.0
+    point_prefix: Annotated[str, AfterValidator(_check_point_prefix)] = ""
+    point_names: dict[Identifier, Identifier] = {}
+
+    def series_name(self, name: str) -> str:
+        """Return the name under which point or waveform ``name`` of this
+        device is published and stored."""
+        return self.point_names.get(name, self.point_prefix + name)
 
 
 class ModbusDeviceCommon(DeviceCommon):
