@@ -13,11 +13,16 @@ import json
 import numbers
 import sys
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from agent.logging_setup import quiet_library_loggers
 from agent.units import parse_duration_s
 from drivers.errors import DriverConnectError, DriverError
+
+if TYPE_CHECKING:
+    # Imported where used, because every cmagent command imports this
+    # module to build its parser and should not load pymodbus for it.
+    from agent.probe_report import ProbeFailure, ProbeRequest
 
 _TYPES = ("int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64")
 _LAST_REGISTER: Final = 65535
@@ -156,10 +161,15 @@ def decode_everything(registers: list[int]) -> dict[str, dict[str, Any]]:
 def run_probe_modbus(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Read the block and print it decoded. Return 0, or 1 when the read fails.
 
+    A failure goes to standard error, and with ``--json`` also to standard
+    output as an object with an ``error`` member.
+
     Raises:
         SystemExit: with status 2 through ``parser.error`` when the block
             runs past register 65535.
     """
+    from agent.probe_report import ProbeRequest
+
     last = args.address + args.count - 1
     if last > _LAST_REGISTER:
         parser.error(
@@ -167,60 +177,93 @@ def run_probe_modbus(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             f"{_LAST_REGISTER} or below, found --address {args.address} "
             f"--count {args.count}, which ends at {last}"
         )
+    request = ProbeRequest(
+        host=args.host,
+        port=args.port,
+        unit=args.unit,
+        function=args.function,
+        address=args.address,
+        count=args.count,
+        timeout_s=args.timeout,
+    )
 
     try:
         with quiet_library_loggers():
-            registers = asyncio.run(_read(args))
-    except DriverError as exc:
-        print(f"cmagent probe: {exc}", file=sys.stderr)
+            registers = asyncio.run(_read(request))
+    except ProbeFailedError as exc:
+        print(f"cmagent probe: {exc.failure.message}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(exc.failure.as_json(request)))
         return 1
 
     decoded = decode_everything(registers)
     if args.json:
-        print(json.dumps({"registers": registers, "decoded": decoded}, default=str))
+        _print_json(registers, decoded)
     else:
-        _print_table(args, registers, decoded)
+        _print_table(request, registers, decoded)
     return 0
 
 
-async def _read(args: argparse.Namespace) -> list[int]:
+class ProbeFailedError(Exception):
+    """The probe could not read the block. ``failure`` contains the reason."""
+
+    def __init__(self, failure: ProbeFailure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+async def _read(request: ProbeRequest) -> list[int]:
+    """Read the block of ``request``.
+
+    Raises:
+        ProbeFailedError: the connection or the read failed.
+    """
+    from agent.probe_report import read_failure
     from drivers.modbus import ModbusDriver
     from drivers.spec import ModbusTcpSpec, RegisterTable
 
+    # Driver messages name the device by its id, so the probe uses the
+    # endpoint the technician typed as the id.
     spec = ModbusTcpSpec(
-        device_id="probe",
-        host=args.host,
-        port=args.port,
-        unit_id=args.unit,
-        timeout_s=args.timeout,
-        connect_timeout_s=args.timeout,
+        device_id=f"{request.host}:{request.port}",
+        host=request.host,
+        port=request.port,
+        unit_id=request.unit,
+        timeout_s=request.timeout_s,
+        connect_timeout_s=request.timeout_s,
         retries=0,
     )
-    table = RegisterTable.HOLDING if args.function == 3 else RegisterTable.INPUT
+    table = RegisterTable.HOLDING if request.function == 3 else RegisterTable.INPUT
     driver = ModbusDriver(spec)
     try:
-        await _connect(driver, args)
-        values = await driver.read_block(table, args.address, args.count)
+        await _connect(driver, request)
+        try:
+            values = await driver.read_block(table, request.address, request.count)
+        except DriverError as exc:
+            raise ProbeFailedError(read_failure(request, exc)) from exc
     finally:
         await driver.close()
     return [int(v) for v in values]
 
 
-async def _connect(driver: Any, args: argparse.Namespace) -> None:
+async def _connect(driver: Any, request: ProbeRequest) -> None:
     """Connect ``driver``, naming the operating system's reason on failure.
 
     Raises:
-        DriverConnectError: the connection could not be opened.
+        ProbeFailedError: the connection could not be opened.
     """
+    from agent.probe_report import ProbeFailure
+
     try:
         await driver.connect()
     except DriverConnectError as exc:
-        reason = await connect_failure_reason(args.host, args.port, args.timeout)
-        if reason is None:
-            raise
-        raise DriverConnectError(
-            f"cannot connect to {args.host}:{args.port}: {reason}", device="probe"
-        ) from exc
+        reason = await connect_failure_reason(
+            request.host, request.port, request.timeout_s
+        )
+        message = str(exc)
+        if reason is not None:
+            message = f"cannot connect to {request.host}:{request.port}: {reason}"
+        raise ProbeFailedError(ProbeFailure(kind="connect", message=message)) from exc
 
 
 async def connect_failure_reason(host: str, port: int, timeout_s: float) -> str | None:
@@ -249,17 +292,18 @@ async def connect_failure_reason(host: str, port: int, timeout_s: float) -> str 
     return None
 
 
+def _print_json(registers: list[int], decoded: dict[str, dict[str, Any]]) -> None:
+    print(json.dumps({"registers": registers, "decoded": decoded}, default=str))
+
+
 def _print_table(
-    args: argparse.Namespace,
+    request: ProbeRequest,
     registers: list[int],
     decoded: dict[str, dict[str, Any]],
 ) -> None:
-    print(
-        f"{args.host}:{args.port} unit {args.unit} function {args.function} "
-        f"address {args.address} count {args.count}"
-    )
+    print(request.describe())
     for offset, value in enumerate(registers):
-        print(f"  {args.address + offset:>5}  0x{value:04X}  {value:>5}")
+        print(f"  {request.address + offset:>5}  0x{value:04X}  {value:>5}")
     print()
     for name, by_order in decoded.items():
         cells = "  ".join(

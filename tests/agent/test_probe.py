@@ -53,6 +53,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def probe(port: int, *options: str) -> int:
+    """Run ``cmagent probe modbus`` in this process against ``port``."""
+    return main(
+        ["probe", "modbus", "--host", "127.0.0.1", "--port", str(port), *options]
+    )
+
+
 class TestProbeModbus:
     def test_json_decodes_every_order(
         self,
@@ -143,6 +150,123 @@ class TestProbeModbus:
         )  # fmt: skip
         assert status == 1
         assert "no response within 0.3 s" in capsys.readouterr().err
+
+
+class TestProbeFailureMessages:
+    @pytest.mark.parametrize(
+        ("code", "name"),
+        [
+            (10, "GATEWAY PATH UNAVAILABLE"),
+            (11, "GATEWAY TARGET DEVICE FAILED TO RESPOND"),
+        ],
+    )
+    def test_gateway_exception_names_unit_and_routing(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+        code: int,
+        name: str,
+    ) -> None:
+        port, simulator = simulator_port
+        simulator.set_exception(5, code)
+        status = probe(port, "--unit", "5", "--address", "0")
+        err = capsys.readouterr().err
+        assert status == 1
+        assert err.startswith(
+            f"cmagent probe: 127.0.0.1:{port} unit 5 function 3 address 0 "
+            f"count 4: {name} ({code}); "
+        )
+        assert "check that --unit 5 is the device's unit id" in err
+        assert "the gateway routes unit 5 to the device" in err
+        assert "the device is powered and wired" in err
+
+    @pytest.mark.parametrize(
+        ("function", "address", "hint"),
+        [
+            ("3", "40001", "try --function 3 --address 0"),
+            ("3", "40101", "try --function 3 --address 100"),
+            ("3", "30011", "try --function 4 --address 10"),
+            ("4", "49999", "try --function 3 --address 9998"),
+        ],
+    )
+    def test_illegal_address_suggests_modicon_offset(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+        function: str,
+        address: str,
+        hint: str,
+    ) -> None:
+        port, _ = simulator_port
+        status = probe(
+            port, "--unit", "5", "--function", function, "--address", address
+        )
+        err = capsys.readouterr().err
+        assert status == 1
+        assert "ILLEGAL DATA ADDRESS (2)" in err
+        assert "check --address and --function" in err
+        assert f"If {address} is a Modicon register number, {hint}" in err
+
+    def test_illegal_address_without_modicon_hint(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        # The bank serves holding registers 0-99, so 98-101 runs past it.
+        port, _ = simulator_port
+        status = probe(port, "--unit", "5", "--address", "98")
+        err = capsys.readouterr().err
+        assert status == 1
+        assert "ILLEGAL DATA ADDRESS (2); the device does not serve all of" in err
+        assert "holding registers 98-101" in err
+        assert "Modicon" not in err
+
+    def test_timeout_suggests_unit_and_timeout(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        port, simulator = simulator_port
+        simulator.stop_answering(True)
+        status = probe(port, "--unit", "5", "--address", "0", "--timeout", "0.3s")
+        err = capsys.readouterr().err
+        assert status == 1
+        assert f"127.0.0.1:{port} unit 5 function 3 address 0 count 4" in err
+        assert "--unit 5 is the device's unit id" in err
+        assert "--timeout" in err
+
+    @pytest.mark.parametrize("fault", ["exception", "silence"])
+    def test_message_names_no_internal_device(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+        fault: str,
+    ) -> None:
+        port, simulator = simulator_port
+        if fault == "exception":
+            simulator.set_exception(5, 11)
+        else:
+            simulator.stop_answering(True)
+        status = probe(port, "--unit", "5", "--address", "0", "--timeout", "0.3s")
+        assert status == 1
+        assert "device 'probe'" not in capsys.readouterr().err
+
+    def test_json_exception_has_code(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        port, _ = simulator_port
+        status = probe(port, "--unit", "5", "--address", "40001", "--json")
+        output = json.loads(capsys.readouterr().out)
+        assert status == 1
+        assert output["error_kind"] == "modbus_exception"
+        assert output["exception_code"] == 2
+        assert "try --function 3 --address 0" in output["error"]
+        assert output["request"] == {
+            "host": "127.0.0.1", "port": port, "unit": 5, "function": 3,
+            "address": 40001, "count": 4, "timeout_s": 2.0,
+        }  # fmt: skip
 
 
 def run_cmagent(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -237,7 +361,7 @@ class TestProbeModbusArguments:
         )  # fmt: skip
         assert "argument --unit" not in capsys.readouterr().err
 
-    def test_json_error_goes_to_stderr(
+    def test_json_failure_prints_error_object(
         self, capsys: pytest.CaptureFixture[str]
     ) -> None:
         port = free_port()
@@ -246,8 +370,12 @@ class TestProbeModbusArguments:
              "--address", "0", "--timeout", "1s", "--json"]
         )  # fmt: skip
         captured = capsys.readouterr()
+        output = json.loads(captured.out)
         assert status == 1
-        assert captured.out == ""
+        assert output["error"].startswith(f"cannot connect to 127.0.0.1:{port}")
+        assert output["error_kind"] == "connect"
+        assert output["exception_code"] is None
+        assert output["request"]["port"] == port
         assert f"cannot connect to 127.0.0.1:{port}" in captured.err
 
     def test_refused_connection_prints_one_line(self) -> None:

@@ -1,0 +1,168 @@
+"""What ``cmagent probe modbus`` prints when a read fails, with advice.
+
+A technician reads these messages while commissioning a sensor, so each
+failure names the request as typed on the command line, and the option or
+device setting to check next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from drivers.errors import (
+    DriverConnectError,
+    DriverDecodeError,
+    DriverError,
+    DriverTimeoutError,
+)
+from drivers.modbus_link import ModbusExceptionError, TransactionIdMismatchError
+
+FUNCTION_OF_TABLE: Final = {"holding": 3, "input": 4}
+"""Read function code of each register table."""
+
+_GATEWAY_EXCEPTIONS: Final = frozenset({10, 11})
+"""GATEWAY PATH UNAVAILABLE and GATEWAY TARGET DEVICE FAILED TO RESPOND."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeRequest:
+    """One probe read, with the values of its command-line options."""
+
+    host: str
+    port: int
+    unit: int
+    function: int
+    address: int
+    count: int
+    timeout_s: float
+
+    def describe(self) -> str:
+        """Return the request as a message prefix, such as
+        ``127.0.0.1:502 unit 1 function 3 address 0 count 4``."""
+        return (
+            f"{self.host}:{self.port} unit {self.unit} function {self.function} "
+            f"address {self.address} count {self.count}"
+        )
+
+    def as_json(self) -> dict[str, str | int | float]:
+        """Return the request as the ``request`` member of ``--json`` output."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "unit": self.unit,
+            "function": self.function,
+            "address": self.address,
+            "count": self.count,
+            "timeout_s": self.timeout_s,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeFailure:
+    """A failed probe: a message that ends with what to check next.
+
+    ``kind`` is ``connect``, ``connection_lost``, ``timeout``,
+    ``modbus_exception``, ``protocol`` or ``decode``. ``exception_code``
+    is set for ``modbus_exception`` only.
+    """
+
+    kind: str
+    message: str
+    exception_code: int | None = None
+
+    def as_json(self, request: ProbeRequest) -> dict[str, object]:
+        """Return the object ``--json`` prints for this failure."""
+        return {
+            "error": self.message,
+            "error_kind": self.kind,
+            "exception_code": self.exception_code,
+            "request": request.as_json(),
+        }
+
+
+def read_failure(request: ProbeRequest, exc: DriverError) -> ProbeFailure:
+    """Describe a read that failed after the connection was open."""
+    where = request.describe()
+    endpoint = f"{request.host}:{request.port}"
+    if isinstance(exc, ModbusExceptionError):
+        code = exc.exception_code
+        advice = exception_advice(request, code)
+        return ProbeFailure(
+            kind="modbus_exception",
+            message=f"{where}: {exc.exception_name} ({code}); {advice}",
+            exception_code=code,
+        )
+    if isinstance(exc, DriverTimeoutError):
+        return ProbeFailure(
+            kind="timeout",
+            message=f"{where}: no response within {request.timeout_s:g} s; "
+            f"check that {endpoint} is a Modbus TCP server and that "
+            f"--unit {request.unit} is the device's unit id, or allow more "
+            "time with --timeout",
+        )
+    if isinstance(exc, DriverConnectError):
+        return ProbeFailure(
+            kind="connection_lost",
+            message=f"{where}: {endpoint} closed the connection without a "
+            f"response; check that it is a Modbus TCP server and that it "
+            f"serves --unit {request.unit}",
+        )
+    if isinstance(exc, TransactionIdMismatchError):
+        return ProbeFailure(
+            kind="protocol",
+            message=f"{where}: expected transaction id {exc.sent} in the "
+            f"response, found {exc.received}; check that {endpoint} is a "
+            "Modbus TCP server",
+        )
+    # A response to another function, or the wrong number of registers.
+    kind = "decode" if isinstance(exc, DriverDecodeError) else "protocol"
+    return ProbeFailure(kind=kind, message=str(exc))
+
+
+def exception_advice(request: ProbeRequest, code: int) -> str:
+    """Say what to check for a Modbus exception ``code`` to ``request``."""
+    unit = request.unit
+    other_function = 4 if request.function == 3 else 3
+    if code == 1:
+        return (
+            f"the device does not support function {request.function}; "
+            f"try --function {other_function}"
+        )
+    if code == 2:
+        return _address_advice(request)
+    if code == 3:
+        return (
+            f"the device rejected a read of {request.count} registers; "
+            "try a smaller --count"
+        )
+    if code == 6:
+        return "the device is busy; try again in a moment"
+    if code in _GATEWAY_EXCEPTIONS:
+        return (
+            f"check that --unit {unit} is the device's unit id, that the "
+            f"gateway routes unit {unit} to the device, and that the device "
+            "is powered and wired"
+        )
+    return "look the exception code up in the device's manual"
+
+
+def _address_advice(request: ProbeRequest) -> str:
+    from agent.settings_devices import modicon_offset
+
+    last = request.address + request.count - 1
+    table = "holding" if request.function == 3 else "input"
+    advice = (
+        f"the device does not serve all of {table} registers "
+        f"{request.address}-{last}; check --address and --function against "
+        "its register map"
+    )
+    converted = modicon_offset(request.address)
+    if converted is None:
+        return advice
+    modicon_table, offset = converted
+    function = FUNCTION_OF_TABLE[modicon_table]
+    return (
+        f"{advice}. If {request.address} is a Modicon register number, "
+        f"try --function {function} --address {offset}"
+    )
