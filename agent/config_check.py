@@ -249,6 +249,7 @@ def inspect_config(
     problems += _cross_check(settings, profiles, locate)
     series_problems, series_warnings = _series_checks(settings, profiles, locate)
     problems += series_problems
+    problems += _state_dir_problems(settings, locate)
     password_problems, password_warnings = password_checks(
         settings, config_dir=path.parent if path else None, environ=environ
     )
@@ -711,3 +712,56 @@ def _renamed_health_points(
             f'point_names = {{ {name} = "{name}" }}'
         )
     return warnings
+
+
+# --- state directory -----------------------------------------------------------
+
+STATE_DIR_KEY: Final = ("gateway", "state_dir")
+
+
+def state_dir_file_problem(state_dir: Path) -> str | None:
+    """Return why ``state_dir`` cannot be a directory: it, or a parent of
+    it, is an existing file. None when no file is in the way."""
+    for candidate in (state_dir, *state_dir.parents):
+        if not candidate.exists():
+            continue
+        if candidate.is_dir():
+            return None
+        message = "expected the agent's state directory, found a file"
+        if candidate != state_dir:
+            message += f" at {candidate}, so {state_dir} cannot be created"
+        return message + "; set gateway.state_dir to a directory"
+    return None
+
+
+def _state_dir_problems(settings: Settings, locate: _Locate) -> list[Problem]:
+    """Report a state directory that is, or lies below, an existing file.
+
+    Whether the service user may create or write it is checked when the
+    agent starts, because check-config often runs as another user.
+    """
+    message = state_dir_file_problem(Path(settings.gateway.state_dir))
+    return [] if message is None else [locate.problem(STATE_DIR_KEY, message)]
+
+
+def setting_problem(
+    settings: Settings,
+    key_path: KeyPath,
+    message: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Problem:
+    """Place ``message`` at the file line or variable that set ``key_path``.
+
+    For problems found after loading, such as at start-up. ``environ``
+    None means ``os.environ``.
+    """
+    path = settings.config_path
+    parsed = read_toml(path) if path is not None else None
+    text = parsed[0] if isinstance(parsed, tuple) else ""
+    locate = _Locate(
+        source=str(path) if path else "configuration",
+        locator=TomlLocator(text),
+        env_data=EnvironSource(Settings, environ)(),
+    )
+    return locate.problem(key_path, message)

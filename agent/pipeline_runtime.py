@@ -27,7 +27,7 @@ from agent.logging_setup import register_secret
 from agent.outbox import Outbox
 from agent.pipeline import Pipeline
 from agent.pipeline_analysis import iso_boundaries
-from agent.settings import AgentSettingsModel
+from agent.settings import AgentSettingsModel, Settings
 from agent.state import write_status
 from drivers.base import Driver
 from drivers.spec import DeviceSpec, OpcUaSpec
@@ -50,18 +50,71 @@ class LoadedConfig:
 def load_config(
     path: Path | None, *, environ: Mapping[str, str] | None = None
 ) -> LoadedConfig:
-    """Load and validate a configuration file and its device profiles.
+    """Load and validate a configuration file and its device profiles, and
+    create the state directory if it is missing.
 
     Raises:
-        ConfigError: the file, a profile or a value is invalid; ``problems``
-            lists every problem found.
+        ConfigError: the file, a profile or a value is invalid, or the state
+            directory cannot be created or written; ``problems`` lists every
+            problem found.
     """
     from agent.profiles import build_device_specs
     from agent.settings import load_settings
 
     settings = load_settings(path, environ=environ)
+    prepare_state_dir(settings, environ=environ)
     specs = build_device_specs(settings, path.parent if path else None)
     return LoadedConfig(settings=settings, specs=dict(specs), path=path)
+
+
+def prepare_state_dir(
+    settings: Settings, *, environ: Mapping[str, str] | None = None
+) -> None:
+    """Create ``gateway.state_dir`` if it is missing and check it is writable.
+
+    Args:
+        settings: The validated configuration.
+        environ: Environment variables, to name the one that set the
+            directory; None means ``os.environ``.
+
+    Raises:
+        ConfigError: the directory is a file, cannot be created or cannot
+            be written; the problem names the file, line and key.
+    """
+    from agent.config_check import (
+        STATE_DIR_KEY,
+        setting_problem,
+        state_dir_file_problem,
+    )
+
+    state_dir = state_dir_of(settings)
+    message = state_dir_file_problem(state_dir)
+    if message is None:
+        message = _state_dir_access_problem(state_dir)
+    if message is None:
+        return
+    problem = setting_problem(settings, STATE_DIR_KEY, message, environ=environ)
+    where = settings.config_path or "the environment"
+    raise ConfigError(f"invalid configuration in {where}: 1 problem", [str(problem)])
+
+
+def _state_dir_access_problem(state_dir: Path) -> str | None:
+    """Create ``state_dir`` if needed; return why the agent cannot use it."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return (
+            f"cannot create the agent's state directory {state_dir}: "
+            f"{exc.strerror}; create it for the service user or set "
+            "gateway.state_dir to a directory that user can create"
+        )
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        return (
+            f"cannot write in the agent's state directory {state_dir}; give "
+            "the service user write access or set gateway.state_dir to "
+            "another directory"
+        )
+    return None
 
 
 def default_driver_factory(spec: DeviceSpec) -> Driver:

@@ -539,6 +539,50 @@ class TestCrossChecks:
         )
 
 
+class TestStateDir:
+    def test_file_as_state_dir_rejected(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path / "agent.toml",
+            ["[gateway]", 'id = "gw1"', f'state_dir = "{tmp_path / "agent.toml"}"'],
+        )
+
+        assert problem_lines(path) == [
+            f"{path}:3: gateway.state_dir: expected the agent's state "
+            "directory, found a file; set gateway.state_dir to a directory"
+        ]
+
+    def test_state_dir_below_file_rejected(self, tmp_path: Path) -> None:
+        state_dir = tmp_path / "agent.toml" / "state"
+        path = write(
+            tmp_path / "agent.toml", ["[gateway]", f'state_dir = "{state_dir}"']
+        )
+
+        assert problem_lines(path) == [
+            f"{path}:2: gateway.state_dir: expected the agent's state "
+            f"directory, found a file at {path}, so {state_dir} cannot be "
+            "created; set gateway.state_dir to a directory"
+        ]
+
+    def test_missing_state_dir_accepted_and_not_created(self, tmp_path: Path) -> None:
+        state_dir = tmp_path / "not-yet" / "state"
+        path = write(
+            tmp_path / "agent.toml", ["[gateway]", f'state_dir = "{state_dir}"']
+        )
+
+        assert problem_lines(path) == []
+        assert not (tmp_path / "not-yet").exists()
+
+    def test_state_dir_from_environment_named(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "agent.toml", ["[gateway]", 'id = "gw1"'])
+        environ = {"CMAGENT_GATEWAY__STATE_DIR": str(path)}
+
+        assert problem_lines(path, environ) == [
+            "environment CMAGENT_GATEWAY__STATE_DIR: gateway.state_dir: expected "
+            "the agent's state directory, found a file; set gateway.state_dir "
+            "to a directory"
+        ]
+
+
 class TestSecrets:
     def test_token_in_toml_rejected_without_value(self, tmp_path: Path) -> None:
         secret = "tok-6f1d2c9a-visible-nowhere"

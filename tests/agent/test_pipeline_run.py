@@ -261,6 +261,56 @@ class TestRunCommand:
         assert f"{config}:5: mqtt.prot" in stderr.decode()
 
 
+async def run_cli(*args: str) -> tuple[int, str]:
+    """Run ``cmagent ARGS`` to its end; return its exit status and stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CMAGENT_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent",
+        *args,
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stderr.decode()
+
+
+class TestStartupProblems:
+    async def test_state_dir_that_is_a_file_exits_78(self, tmp_path: Path) -> None:
+        config = tmp_path / "agent.toml"
+        config.write_text(f'[gateway]\nid = "x"\nstate_dir = "{config}"\n')
+
+        returncode, stderr = await run_cli("run", "--config", str(config))
+
+        assert returncode == 78
+        assert "Traceback" not in stderr
+        assert stderr.splitlines() == [
+            f"{config}:3: gateway.state_dir: expected the agent's state "
+            "directory, found a file; set gateway.state_dir to a directory",
+            f"cmagent run: invalid configuration in {config}: 1 problem",
+        ]
+
+    async def test_uncreatable_state_dir_exits_78(self, tmp_path: Path) -> None:
+        # Nothing can be created in /proc, not even by root.
+        state_dir = "/proc/cmagent-test-state"
+        config = tmp_path / "agent.toml"
+        config.write_text(f'[gateway]\nid = "x"\nstate_dir = "{state_dir}"\n')
+
+        returncode, stderr = await run_cli("run", "--config", str(config))
+
+        assert returncode == 78
+        assert "Traceback" not in stderr
+        assert stderr.splitlines()[0].startswith(
+            f"{config}:3: gateway.state_dir: cannot create the agent's state "
+            f"directory {state_dir}: "
+        )
+        assert not Path(state_dir).exists()
+
+
 class TestStatusCommand:
     async def test_reports_stopped_agent_as_json(
         self,
