@@ -13,6 +13,7 @@ systemd credentials, the environment or a 0600 file.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -515,6 +516,19 @@ def expand_dotted_keys(overrides: Mapping[str, Any]) -> dict[str, Any]:
     return expanded
 
 
+def _report_warning(text: str) -> None:
+    """Log a configuration warning, or print it if logging is not set up.
+
+    Commands load the configuration before they set up logging from it,
+    and Python's fallback handler would print the event name without its
+    fields. The printed line reads like a ``check-config`` warning.
+    """
+    if logger.hasHandlers():
+        logger.warning("settings.warning", extra={"detail": text})
+    else:
+        print(f"warning: {text}", file=sys.stderr)
+
+
 def load_settings(
     path: Path | None,
     *,
@@ -538,7 +552,7 @@ def load_settings(
 
     report = inspect_config(path, overrides=overrides, environ=environ)
     for warning in report.warnings:
-        logger.warning("settings.environment_mismatch", extra={"detail": warning})
+        _report_warning(warning)
     if report.settings is None or report.problems:
         lines = [str(problem) for problem in report.problems]
         noun = "problem" if len(lines) == 1 else "problems"

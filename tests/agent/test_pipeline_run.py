@@ -240,6 +240,27 @@ class TestRunCommand:
         assert "agent.reload_kept_old_config" in log
         assert after > before
 
+    async def test_config_warning_shown_with_text(
+        self,
+        tmp_path: Path,
+        notify: NotifySocket,
+        simulator: ModbusSimulator,
+        sandbox: tuple[SandboxApi, str],
+    ) -> None:
+        config = write_config(tmp_path, simulator, sandbox, waveform_interval="1h")
+        config.write_text(config.read_text() + DISABLED_OPCUA_DEVICE)
+        process = await start_agent(config, notify)
+        try:
+            await wait_until(lambda: "READY=1" in "".join(notify.drain()))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(process.communicate(), 60)
+
+        log = stderr.decode()
+        assert process.returncode == 0, log
+        assert f"warning: {PASSWORD_WARNING}" in log.splitlines()
+        assert "environment_mismatch" not in log
+
     async def test_invalid_config_exits_78(self, tmp_path: Path) -> None:
         config = tmp_path / "agent.toml"
         config.write_text('[gateway]\nid = "x"\n\n[mqtt]\nprot = 1883\n')
@@ -259,6 +280,22 @@ class TestRunCommand:
 
         assert process.returncode == 78
         assert f"{config}:5: mqtt.prot" in stderr.decode()
+
+
+DISABLED_OPCUA_DEVICE = """
+[devices.ua]
+driver = "opcua"
+endpoint = "opc.tcp://127.0.0.1:4840"
+asset = "pump2"
+enabled = false
+username = "operator"
+"""
+
+PASSWORD_WARNING = (
+    "device 'ua' has username 'operator' but no password: provide the "
+    "systemd credential opcua-ua-password, set CMAGENT_OPCUA_PASSWORD__UA or "
+    "set password_file, unless the server accepts the user name alone"
+)
 
 
 async def run_cli(*args: str) -> tuple[int, str]:
@@ -309,6 +346,19 @@ class TestStartupProblems:
             f"directory {state_dir}: "
         )
         assert not Path(state_dir).exists()
+
+    async def test_status_shows_config_warning_text(self, tmp_path: Path) -> None:
+        config = tmp_path / "agent.toml"
+        state_dir = tmp_path / "state"
+        config.write_text(
+            f'[gateway]\nstate_dir = "{state_dir}"\n[assets.pump2]\n'
+            + DISABLED_OPCUA_DEVICE
+        )
+
+        _, stderr = await run_cli("status", "--config", str(config))
+
+        assert stderr.splitlines()[0] == f"warning: {PASSWORD_WARNING}"
+        assert "environment_mismatch" not in stderr
 
 
 class TestStatusCommand:

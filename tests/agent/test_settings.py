@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import types
 import typing
@@ -120,6 +121,18 @@ class TestEnvironmentOnlySection:
             "environment variable CMAGENT_MQTT_HOST matches no setting; did you "
             "mean CMAGENT_MQTT__HOST? ('__' separates nested keys)"
         ]
+
+    def test_warning_logged_with_text(
+        self, config: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with caplog.at_level(logging.WARNING, logger="agent.settings"):
+            load_settings(config, environ={"CMAGENT_MQTT_HOST": "192.0.2.1"})
+
+        (record,) = caplog.records
+        assert record.getMessage() == "settings.warning"
+        assert record.detail.startswith(  # type: ignore[attr-defined]
+            "environment variable CMAGENT_MQTT_HOST matches no setting"
+        )
 
 
 class TestSecrets:
