@@ -291,13 +291,18 @@ MAX_NESTING: Final = 32
 
 _TOML_POSITION: Final = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _AT_END: Final = " (at end of document)"
+_REPEATED_KEY: Final = re.compile(
+    r"^(Cannot overwrite a value|Cannot declare .* twice)$"
+)
+"""``tomllib`` messages for a key or table written twice."""
 
 
 def read_toml(path: Path) -> tuple[str, dict[str, Any]] | Problem:
     """Read and parse a TOML file, or return the problem that stopped it.
 
     A syntax error is reported at its line and column as ``tomllib``
-    gives them.
+    gives them. A key written twice is named, with the line where it was
+    first written.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -327,13 +332,19 @@ def read_toml(path: Path) -> tuple[str, dict[str, Any]] | Problem:
         match = _TOML_POSITION.search(message)
         line = int(match.group(1)) if match else None
         column = int(match.group(2)) if match else None
+        at_end = message.endswith(_AT_END)
         if match:
             message = message[: match.start()]
-        elif message.endswith(_AT_END):
+        elif at_end:
             # tomllib gives no position for an error at the end of the text.
             last_line = text.rsplit("\n", 1)[-1]
             line, column = text.count("\n") + 1, len(last_line) + 1
-            message = message.removesuffix(_AT_END) + " at end of file"
+            message = message.removesuffix(_AT_END)
+        repeated = _repeated_key_problem(path, text, message, line)
+        if repeated is not None:
+            return repeated
+        if at_end:
+            message += " at end of file"
         return Problem(
             source=str(path),
             line=line,
@@ -355,6 +366,36 @@ def read_toml(path: Path) -> tuple[str, dict[str, Any]] | Problem:
             ),
         )
     return text, data
+
+
+def _repeated_key_problem(
+    path: Path, text: str, message: str, line: int | None
+) -> Problem | None:
+    """Name the key of a "Cannot overwrite a value" error, if it is found.
+
+    The problem is placed at the second key's line without a column,
+    because ``tomllib``'s column points past the value.
+    """
+    if line is None or _REPEATED_KEY.match(message) is None:
+        return None
+    found = TomlLocator(text).repeated_key(line)
+    if found is None:
+        return None
+    key, first_line, again_line = found
+    dotted = format_key_path(key)
+    if message.startswith("Cannot declare"):
+        description = (
+            f"syntax error: table [{dotted}] is declared twice, first at line "
+            f"{first_line}; merge the two tables"
+        )
+    else:
+        description = (
+            f"syntax error: key {dotted!r} is set twice, first at line "
+            f"{first_line}; keep one of them"
+        )
+    return Problem(
+        source=str(path), line=again_line, key_path=dotted, message=description
+    )
 
 
 def _first_too_deep(data: dict[str, Any]) -> KeyPath | None:

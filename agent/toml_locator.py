@@ -3,7 +3,8 @@
 ``tomllib`` returns plain dictionaries without positions, so this module
 scans the text once more for structure only: table headers (``[a.b]``),
 arrays of tables (``[[a]]``, numbered from 0), dotted keys, inline tables
-and array elements. It is run only on text that ``tomllib`` has accepted.
+and array elements. It is run on text that ``tomllib`` has accepted, or
+that it rejected for a key written twice, to name that key.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class TomlLocator:
         self._line_starts = [0] + [match.end() for match in re.finditer(r"\n", text)]
         self._lines: dict[KeyPath, int] = {}
         self._array_counts: dict[KeyPath, int] = {}
+        # Lines where each key is written with ``=``, and where each table
+        # is declared by a header, in order.
+        self._values: dict[KeyPath, list[int]] = {}
+        self._headers: dict[KeyPath, list[int]] = {}
         self._pos = 0
         with contextlib.suppress(_Malformed, IndexError):
             self._scan_document()
@@ -52,6 +57,46 @@ class TomlLocator:
     def has(self, path: Sequence[str | int]) -> bool:
         """Return whether ``path`` itself is written in the document."""
         return tuple(path) in self._lines
+
+    def repeated_key(self, line: int) -> tuple[KeyPath, int, int] | None:
+        """Find the key written a second time nearest before or at ``line``.
+
+        ``tomllib`` reports a key written twice ("Cannot overwrite a
+        value") at the end of the second value, without the key.
+
+        Returns:
+            The key path, the line where it was first written and the line
+            where it was written again, or None.
+        """
+        best: tuple[int, KeyPath, int] | None = None
+        written = {**self._values}
+        for path, lines in self._headers.items():
+            written[path] = sorted([*written.get(path, []), *lines])
+        for path, lines in written.items():
+            for again in lines:
+                if again > line or (best is not None and again <= best[0]):
+                    continue
+                conflict = self._earlier_conflict(path, again, written)
+                if conflict is not None:
+                    best = (again, *conflict)
+        if best is None:
+            return None
+        again, key, first = best
+        return key, first, again
+
+    def _earlier_conflict(
+        self, path: KeyPath, line: int, written: dict[KeyPath, list[int]]
+    ) -> tuple[KeyPath, int] | None:
+        """Return the key that ``path``, written at ``line``, writes again:
+        ``path`` itself, or a parent that an earlier line set to a value."""
+        first = written[path][0]
+        if first < line:
+            return path, first
+        for end in range(len(path) - 1, 0, -1):
+            parent_lines = self._values.get(path[:end], [])
+            if parent_lines and parent_lines[0] < line:
+                return path[:end], parent_lines[0]
+        return None
 
     # --- scanning ---------------------------------------------------------
 
@@ -106,11 +151,14 @@ class TomlLocator:
             elif path in self._array_counts:
                 path += (self._array_counts[path] - 1,)
         self._record(path)
+        if not is_array:
+            self._headers.setdefault(path, []).append(self._line())
         return path
 
     def _scan_key_value(self, table: KeyPath) -> None:
         path = table + tuple(self._scan_key())
         self._record(path)
+        self._values.setdefault(path, []).append(self._line())
         self._skip_space(newlines=False)
         if not self._peek("="):
             raise _Malformed

@@ -583,6 +583,57 @@ class TestStateDir:
         ]
 
 
+class TestDuplicateKeys:
+    @pytest.mark.parametrize(
+        ("lines", "expected"),
+        [
+            (
+                ["[gateway]", 'id = "a"', 'id = "b"'],
+                "3: gateway.id: syntax error: key 'gateway.id' is set twice, "
+                "first at line 2; keep one of them",
+            ),
+            (
+                ["[mqtt]", "port = 1883", "", "[mqtt]", 'host = "h"'],
+                "4: mqtt: syntax error: table [mqtt] is declared twice, first "
+                "at line 1; merge the two tables",
+            ),
+            (
+                ["[assets.pump1]", "[assets.pump1.thresholds]", "rms = 1", "rms = 2"],
+                "4: assets.pump1.thresholds.rms: syntax error: key "
+                "'assets.pump1.thresholds.rms' is set twice, first at line 3; "
+                "keep one of them",
+            ),
+            (
+                ["[gateway]", "profile_dirs = []", "profile_dirs = [", '  "a",', "]"],
+                "3: gateway.profile_dirs: syntax error: key "
+                "'gateway.profile_dirs' is set twice, first at line 2; keep one "
+                "of them",
+            ),
+            (
+                ['id = "a"', '"id" = "b"'],
+                "2: id: syntax error: key 'id' is set twice, first at line 1; "
+                "keep one of them",
+            ),
+        ],
+        ids=["key", "table", "nested", "multi-line value", "quoted at end"],
+    )
+    def test_names_key_and_first_line(
+        self, tmp_path: Path, lines: list[str], expected: str
+    ) -> None:
+        path = tmp_path / "agent.toml"
+        # The last case ends without a newline, where tomllib gives no line.
+        path.write_text("\n".join(lines), encoding="utf-8")
+
+        assert problem_lines(path) == [f"{path}:{expected}"]
+
+    def test_other_syntax_error_unchanged(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "agent.toml", ["t = {a = 1, a = 2}"])
+
+        assert problem_lines(path) == [
+            f"{path}:1:18: syntax error: Duplicate inline table key 'a'"
+        ]
+
+
 class TestSecrets:
     def test_token_in_toml_rejected_without_value(self, tmp_path: Path) -> None:
         secret = "tok-6f1d2c9a-visible-nowhere"

@@ -62,3 +62,39 @@ class TestTomlLocator:
 
     def test_text_in_multiline_string_is_not_a_table(self) -> None:
         assert not TomlLocator(TEXT).has(("not", "a", "table"))
+
+
+class TestRepeatedKey:
+    @pytest.mark.parametrize(
+        ("lines", "error_line", "expected"),
+        [
+            (["[g]", "id = 1", "id = 2"], 3, (("g", "id"), 2, 3)),
+            (["a.b = 1", "a.b = 2"], 2, (("a", "b"), 1, 2)),
+            (["a = 1", "a.b = 2"], 2, (("a",), 1, 2)),
+            (["[a]", "b = 1", "[a.b]"], 3, (("a", "b"), 2, 3)),
+            (["a = { b = 1 }", "[a]"], 2, (("a",), 1, 2)),
+            (["[[t]]", "x = 1", "x = 2"], 3, (("t", 0, "x"), 2, 3)),
+            (["x = 1", "x = [", "  1,", "]"], 4, (("x",), 1, 2)),
+        ],
+        ids=[
+            "key",
+            "dotted key",
+            "value then table below it",
+            "value then header",
+            "inline table then header",
+            "array of tables",
+            "multi-line value",
+        ],
+    )
+    def test_finds_key_written_twice(
+        self,
+        lines: list[str],
+        error_line: int,
+        expected: tuple[tuple[str | int, ...], int, int],
+    ) -> None:
+        assert TomlLocator("\n".join(lines)).repeated_key(error_line) == expected
+
+    def test_tables_of_array_are_not_repeats(self) -> None:
+        text = "\n".join(["[[t]]", "x = 1", "[[t]]", "x = 2", "[a.b]", "[a]"])
+
+        assert TomlLocator(text).repeated_key(6) is None
