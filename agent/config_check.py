@@ -37,6 +37,7 @@ from agent.profiles import (
     device_entries,
     find_profile,
     merge_profile,
+    profile_not_found,
     profile_search_dirs,
     read_profile,
 )
@@ -329,10 +330,7 @@ def _load_profiles(
         key = ("devices", device_id, "profile")
         path = find_profile(name, search_dirs)
         if path is None:
-            searched = ", ".join(str(d) for d in search_dirs)
-            problems.append(
-                locate.problem(key, f"profile {name!r} not found; searched {searched}")
-            )
+            problems.append(locate.problem(key, profile_not_found(name, search_dirs)))
             continue
         if path not in by_path:
             by_path[path] = read_profile(path)

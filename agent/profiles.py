@@ -34,6 +34,7 @@ then the ``config/devices/`` directory shipped with the agent.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from agent.config_errors import (
     pop_secret_keys,
     problems_from_validation,
     read_toml,
+    suggest,
 )
 from agent.errors import ConfigError
 from agent.settings import (
@@ -160,10 +162,29 @@ class LoadedProfile:
 def profile_search_dirs(
     config_dir: Path, profile_dirs: Sequence[Path] = ()
 ) -> list[Path]:
-    """Return the directories searched for profiles, in order."""
-    dirs = [config_dir / directory for directory in profile_dirs]
-    dirs += [config_dir / "devices", BUNDLED_PROFILE_DIR]
+    """Return the absolute directories searched for profiles, in order."""
+    # abspath, unlike resolve, keeps the symbolic links the user wrote.
+    base = Path(os.path.abspath(config_dir))
+    dirs = [Path(os.path.abspath(base / directory)) for directory in profile_dirs]
+    dirs += [base / "devices", BUNDLED_PROFILE_DIR]
     return dirs
+
+
+def profile_not_found(name: str, search_dirs: Sequence[Path]) -> str:
+    """Return the message for a missing profile, with the closest known name."""
+    known = sorted(
+        {
+            candidate.stem
+            for directory in search_dirs
+            if directory.is_dir()
+            for candidate in directory.glob("*.toml")
+        }
+    )
+    searched = ", ".join(str(directory) for directory in search_dirs)
+    return (
+        f"profile {name!r} not found; searched {searched} for {name}.toml"
+        f"{suggest(name, known)}"
+    )
 
 
 def find_profile(name: str, search_dirs: Sequence[Path]) -> Path | None:
@@ -359,11 +380,8 @@ def load_device_profiles(
             continue
         path = find_profile(device.profile, search_dirs)
         if path is None:
-            searched = ", ".join(str(d) for d in search_dirs)
-            problems.append(
-                f"devices.{device_id}.profile: profile {device.profile!r} not "
-                f"found; searched {searched}"
-            )
+            message = profile_not_found(device.profile, search_dirs)
+            problems.append(f"devices.{device_id}.profile: {message}")
             continue
         profile = read_profile(path)
         problems += [str(problem) for problem in profile.problems]

@@ -539,6 +539,53 @@ class TestCrossChecks:
         )
 
 
+class TestProfileNotFound:
+    def test_misspelled_profile_gets_suggestion(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from agent.profiles import BUNDLED_PROFILE_DIR
+
+        write(
+            tmp_path / "agent.toml",
+            ["[assets.pump1]", *MODBUS_DEVICE, 'profile = "oil-modbsu"'],
+        )
+        # A relative path, as a technician types it, still shows the
+        # absolute directories searched.
+        monkeypatch.chdir(tmp_path)
+
+        lines = problem_lines(Path("agent.toml"))
+
+        assert lines == [
+            "agent.toml:6: devices.pump1.profile: profile 'oil-modbsu' not "
+            f"found; searched {tmp_path / 'devices'}, {BUNDLED_PROFILE_DIR} "
+            "for oil-modbsu.toml; did you mean 'oil-modbus'?"
+        ]
+
+    def test_own_profile_directory_suggested(self, tmp_path: Path) -> None:
+        sensors = tmp_path / "sensors"
+        sensors.mkdir()
+        write(sensors / "acme-vib9.toml", ["[profile]"])
+        path = write(
+            tmp_path / "agent.toml",
+            [
+                "[gateway]",
+                'profile_dirs = ["sensors"]',
+                "[assets.pump1]",
+                *MODBUS_DEVICE,
+                'profile = "acme-vib8"',
+            ],
+        )
+
+        lines = problem_lines(path)
+
+        assert len(lines) == 1
+        assert lines[0].startswith(
+            f"{path}:8: devices.pump1.profile: profile 'acme-vib8' not found; "
+            f"searched {sensors}, {tmp_path / 'devices'}, "
+        )
+        assert lines[0].endswith("; did you mean 'acme-vib9'?")
+
+
 class TestStateDir:
     def test_file_as_state_dir_rejected(self, tmp_path: Path) -> None:
         path = write(

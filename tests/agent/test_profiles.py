@@ -214,6 +214,40 @@ class TestProfileSearch:
             BUNDLED_PROFILE_DIR,
         ]
 
+    def test_relative_directories_made_absolute(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "etc").mkdir()
+        monkeypatch.chdir(tmp_path / "etc")
+
+        dirs = profile_search_dirs(Path("."), [Path("../site")])
+
+        assert dirs == [
+            tmp_path / "site",
+            tmp_path / "etc" / "devices",
+            BUNDLED_PROFILE_DIR,
+        ]
+
+    def test_missing_profile_message_suggests_name(
+        self, config: Path, tmp_path: Path
+    ) -> None:
+        settings = load_settings(config, environ={})
+        # The profiles moved after the configuration was checked.
+        other = tmp_path / "other"
+        (other / "devices").mkdir(parents=True)
+        (other / "devices" / "test-vib2.toml").write_text(
+            MODBUS_PROFILE, encoding="utf-8"
+        )
+
+        with pytest.raises(ConfigError) as caught:
+            build_device_specs(settings, other)
+
+        assert caught.value.problems[0] == (
+            "devices.vib.profile: profile 'test-vib' not found; searched "
+            f"{other / 'devices'}, {BUNDLED_PROFILE_DIR} for test-vib.toml; "
+            "did you mean 'test-vib2'?"
+        )
+
     def test_first_directory_wins(self, config: Path) -> None:
         site = config.parent / "site"
         site.mkdir()
