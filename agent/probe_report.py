@@ -1,8 +1,9 @@
-"""What ``cmagent probe modbus`` prints when a read fails, with advice.
+"""What ``cmagent probe modbus`` prints: failures with advice, and orders.
 
 A technician reads these messages while commissioning a sensor, so each
 failure names the request as typed on the command line, and the option or
-device setting to check next.
+device setting to check next. Each decoding order is printed
+with the ``byte_order`` and ``word_order`` a device profile needs for it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from drivers.codec import ORDERS, order_name
 from drivers.errors import (
     DriverConnectError,
     DriverDecodeError,
@@ -17,6 +19,7 @@ from drivers.errors import (
     DriverTimeoutError,
 )
 from drivers.modbus_link import ModbusExceptionError, TransactionIdMismatchError
+from drivers.spec import Endian
 
 FUNCTION_OF_TABLE: Final = {"holding": 3, "input": 4}
 """Read function code of each register table."""
@@ -166,3 +169,73 @@ def _address_advice(request: ProbeRequest) -> str:
         f"{advice}. If {request.address} is a Modicon register number, "
         f"try --function {function} --address {offset}"
     )
+
+
+# --- byte and word orders ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderSettings:
+    """The device-profile settings that decode values in one order.
+
+    ``labels`` are the order's customary names for each value width
+    shown, such as ``("AB", "ABCD", "ABCDEFGH")``. A 16-bit value has one
+    register, so word order does not apply to ``AB`` and ``BA``.
+    """
+
+    labels: tuple[str, ...]
+    byte_order: Endian
+    word_order: Endian
+
+
+def order_settings(register_counts: tuple[int, ...]) -> list[OrderSettings]:
+    """Map each order name of the given widths onto profile settings.
+
+    A one-register name appears once, with the first word order that
+    produces it, because word order does not change a 16-bit value.
+    """
+    seen: set[str] = set()
+    rows = []
+    for byte_order, word_order in ORDERS:
+        labels = []
+        for count in register_counts:
+            label = order_name(count, byte_order, word_order)
+            if label not in seen:
+                seen.add(label)
+                labels.append(label)
+        if labels:
+            rows.append(
+                OrderSettings(
+                    labels=tuple(labels), byte_order=byte_order, word_order=word_order
+                )
+            )
+    return rows
+
+
+def orders_json(rows: list[OrderSettings]) -> dict[str, dict[str, str | None]]:
+    """Return ``{label: {"byte_order", "word_order"}}`` for ``--json``.
+
+    ``word_order`` is None for the 16-bit orders, where it has no effect.
+    """
+    mapping: dict[str, dict[str, str | None]] = {}
+    for row in rows:
+        for label in row.labels:
+            word_order = row.word_order.value if len(label) > 2 else None
+            mapping[label] = {
+                "byte_order": row.byte_order.value,
+                "word_order": word_order,
+            }
+    return mapping
+
+
+def orders_text(rows: list[OrderSettings]) -> list[str]:
+    """Return the lines that print each order with its profile settings."""
+    names = [", ".join(row.labels) for row in rows]
+    width = max(len(name) for name in names)
+    lines = ["  device profile settings for each order:"]
+    for name, row in zip(names, rows, strict=True):
+        byte_order = f'byte_order = "{row.byte_order.value}"'
+        word_order = f'word_order = "{row.word_order.value}"'
+        lines.append(f"    {name:<{width}}  {byte_order:<21}  {word_order}")
+    lines.append("  word_order has no effect on AB and BA, the 16-bit orders.")
+    return lines

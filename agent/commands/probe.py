@@ -2,6 +2,8 @@
 
 For commissioning a sensor whose manual is vague about types and byte
 orders: the technician reads a block once and looks for the plausible value.
+Each order is printed with the ``byte_order`` and ``word_order`` that a
+device profile needs to decode it, so they can be copied from the output.
 """
 
 from __future__ import annotations
@@ -293,7 +295,15 @@ async def connect_failure_reason(host: str, port: int, timeout_s: float) -> str 
 
 
 def _print_json(registers: list[int], decoded: dict[str, dict[str, Any]]) -> None:
-    print(json.dumps({"registers": registers, "decoded": decoded}, default=str))
+    from agent.probe_report import order_settings, orders_json
+
+    rows = order_settings(_register_counts(decoded))
+    document = {
+        "registers": registers,
+        "decoded": decoded,
+        "orders": orders_json(rows),
+    }
+    print(json.dumps(document, default=str))
 
 
 def _print_table(
@@ -301,6 +311,8 @@ def _print_table(
     registers: list[int],
     decoded: dict[str, dict[str, Any]],
 ) -> None:
+    from agent.probe_report import order_settings, orders_text
+
     print(request.describe())
     for offset, value in enumerate(registers):
         print(f"  {request.address + offset:>5}  0x{value:04X}  {value:>5}")
@@ -310,6 +322,17 @@ def _print_table(
             f"{order}={_format_value(value)}" for order, value in by_order.items()
         )
         print(f"  {name:<8} {cells}")
+    print()
+    for line in orders_text(order_settings(_register_counts(decoded))):
+        print(line)
+
+
+def _register_counts(decoded: dict[str, dict[str, Any]]) -> tuple[int, ...]:
+    """Return the distinct widths, in registers, of the decoded types."""
+    from drivers.spec import REGISTER_COUNT, DataType
+
+    counts = {REGISTER_COUNT[DataType(name)] for name in decoded}
+    return tuple(sorted(counts))
 
 
 def _format_value(value: Any) -> str:

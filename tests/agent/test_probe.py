@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -14,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
+from drivers.codec import decode_block
 from drivers.sim.modbus_sensors import SimRegisterBank
 from drivers.sim.modbus_server import ModbusSimulator
+from drivers.spec import DataType, Endian
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -267,6 +271,98 @@ class TestProbeFailureMessages:
             "host": "127.0.0.1", "port": port, "unit": 5, "function": 3,
             "address": 40001, "count": 4, "timeout_s": 2.0,
         }  # fmt: skip
+
+
+# The profile settings of each order, from the definitions of byte order
+# (the two bytes of a register as sent, or swapped) and word order (the
+# most or the least significant register first). None: a 16-bit value has
+# one register, so word order has no effect.
+PROFILE_SETTINGS = {
+    "AB": ("big", None),
+    "BA": ("little", None),
+    "ABCD": ("big", "big"),
+    "CDAB": ("big", "little"),
+    "BADC": ("little", "big"),
+    "DCBA": ("little", "little"),
+    "ABCDEFGH": ("big", "big"),
+    "GHEFCDAB": ("big", "little"),
+    "BADCFEHG": ("little", "big"),
+    "HGFEDCBA": ("little", "little"),
+}
+
+
+def wire_bytes(registers: list[int], order: str) -> bytes:
+    """Return the value's bytes, most significant first, for ``order``.
+
+    ``order`` lists the value's bytes (A most significant) as they travel
+    in ``registers``, high byte of each register first.
+    """
+    sent = b"".join(register.to_bytes(2, "big") for register in registers)
+    by_letter = dict(zip(order, sent, strict=True))
+    return bytes(by_letter[letter] for letter in sorted(order))
+
+
+class TestProbeOrderSettings:
+    def test_json_maps_each_order(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        port, _ = simulator_port
+        status = probe(port, "--unit", "5", "--address", "10", "--count", "4", "--json")
+        output = json.loads(capsys.readouterr().out)
+        assert status == 0
+        assert output["orders"] == {
+            label: {"byte_order": byte_order, "word_order": word_order}
+            for label, (byte_order, word_order) in PROFILE_SETTINGS.items()
+        }
+
+    @pytest.mark.parametrize("label", ["ABCD", "CDAB", "BADC", "DCBA"])
+    def test_settings_decode_like_their_label(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+        label: str,
+    ) -> None:
+        port, _ = simulator_port
+        status = probe(port, "--unit", "5", "--address", "10", "--count", "2", "--json")
+        output = json.loads(capsys.readouterr().out)
+        settings = output["orders"][label]
+        # What a profile point with these settings decodes to.
+        configured = decode_block(
+            output["registers"],
+            DataType.FLOAT32,
+            Endian(settings["byte_order"]),
+            Endian(settings["word_order"]),
+        )[0]
+        (expected,) = struct.unpack(">f", wire_bytes(output["registers"], label))
+        assert status == 0
+        assert output["decoded"]["float32"][label] == pytest.approx(expected)
+        assert float(configured) == pytest.approx(expected)
+
+    def test_table_prints_settings_per_order(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        port, _ = simulator_port
+        status = probe(port, "--unit", "5", "--address", "10", "--count", "4")
+        lines = capsys.readouterr().out.splitlines()
+        rows = {
+            line[: line.index("byte_order")].strip(): tuple(
+                re.findall(r'(?:byte|word)_order = "(\w+)"', line)
+            )
+            for line in lines
+            if "byte_order = " in line
+        }
+        assert status == 0
+        assert rows == {
+            "AB, ABCD, ABCDEFGH": ("big", "big"),
+            "CDAB, GHEFCDAB": ("big", "little"),
+            "BA, BADC, BADCFEHG": ("little", "big"),
+            "DCBA, HGFEDCBA": ("little", "little"),
+        }
+        assert "  word_order has no effect on AB and BA, the 16-bit orders." in lines
 
 
 def run_cmagent(*argv: str) -> subprocess.CompletedProcess[str]:
