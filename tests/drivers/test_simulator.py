@@ -175,6 +175,8 @@ port = {port}
 unit_id = {OIL_UNIT}
 asset = "pump"
 profile = "oil-modbus"
+# Both profiles have a point named temperature.
+point_names = {{ temperature = "oil_temperature" }}
 """,
         encoding="utf-8",
     )
