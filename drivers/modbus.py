@@ -30,6 +30,7 @@ from drivers.errors import (
 from drivers.modbus_capture import capture_waveform
 from drivers.modbus_decode import BlockDecoder
 from drivers.modbus_link import (
+    ModbusExceptionError,
     ModbusLink,
     RequestTarget,
     acquire_serial_link,
@@ -55,6 +56,10 @@ _READ_METHODS: Final[dict[RegisterTable, str]] = {
     RegisterTable.INPUT: "read_input_registers",
 }
 """pymodbus client method of each table."""
+
+_GATEWAY_EXCEPTIONS: Final = frozenset({10, 11})
+"""Exception codes a gateway sends when the device behind it is unreachable
+or silent, so no answer came from the device itself."""
 
 _BIT_FUNCTIONS: Final = frozenset({1, 2})
 """Read coils and read discrete inputs, whose responses carry bits."""
@@ -357,6 +362,13 @@ class ModbusDriver:
             reason = QualityReason.TIMEOUT
         elif isinstance(exc, DriverDecodeError):
             reason = QualityReason.DECODE_ERROR
+        elif (
+            isinstance(exc, ModbusExceptionError)
+            and exc.exception_code not in _GATEWAY_EXCEPTIONS
+        ):
+            # The device itself answered, with an exception code, as an
+            # OPC UA server answers with a bad status code.
+            reason = QualityReason.SENSOR_FAULT
         else:
             reason = QualityReason.COMM_ERROR
         values.extend(repeat(None, plan.size))

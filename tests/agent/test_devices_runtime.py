@@ -256,6 +256,25 @@ class TestBadPoints:
         assert device.runner.state is DeviceState.CONNECTED
         assert device.runner.last_error is None
 
+    async def test_exception_answers_keep_device_up(
+        self, sim: CountingSimulator, devices: list[Device]
+    ) -> None:
+        # An exception response is an answer: the device is reachable and
+        # polled at its normal rate, only the point is bad.
+        device = Device(tcp_spec(sim.port, VIBRATION_UNIT, [STATUS_WORD]))
+        devices.append(device)
+
+        await wait_until(
+            lambda: len(device.sink.readings_of("status_word")) >= 5,
+            10.0,
+            "five polls",
+        )
+
+        assert device.runner.state is DeviceState.CONNECTED
+        assert device.runner.last_error is None
+        assert device.runner.last_reading_at is not None
+        assert [p.point for p in device.runner.bad_points] == ["status_word"]
+
     async def test_status_names_first_bad_point(
         self, sim: CountingSimulator, devices: list[Device]
     ) -> None:

@@ -193,7 +193,8 @@ class TestFaults:
         (reading,) = await driver.read_points()
         await driver.close()
         assert reading.value is None
-        assert reading.quality.reason is QualityReason.COMM_ERROR
+        # The device answered, with an exception code.
+        assert reading.quality.reason is QualityReason.SENSOR_FAULT
         detail = reading.quality.detail
         assert "unit 10" in detail
         assert "function 4" in detail

@@ -57,9 +57,7 @@ class TestReadPointsBatch:
         assert {r.source for r in readings} == {"bank"}
         assert {r.unit for r in readings} == {"raw"}
 
-    async def test_each_block_has_its_request_time(
-        self, bank: ModbusSimulator
-    ) -> None:
+    async def test_each_block_has_its_request_time(self, bank: ModbusSimulator) -> None:
         driver = ModbusDriver(spec(bank.port))
         await driver.connect()
         readings = await driver.read_points()
@@ -98,3 +96,28 @@ class TestReadPointsBatch:
         assert [r.point for r in readings] == ["r7", "r20", "r40"]
         assert all(r.value is None for r in readings)
         assert {r.quality.reason for r in readings} == {QualityReason.TIMEOUT}
+
+
+class TestExceptionReasons:
+    @pytest.mark.parametrize(
+        ("code", "reason"),
+        [
+            (2, QualityReason.SENSOR_FAULT),  # ILLEGAL DATA ADDRESS
+            (4, QualityReason.SENSOR_FAULT),  # SERVER DEVICE FAILURE
+            (10, QualityReason.COMM_ERROR),  # GATEWAY PATH UNAVAILABLE
+            (11, QualityReason.COMM_ERROR),  # GATEWAY TARGET FAILED TO RESPOND
+        ],
+    )
+    async def test_reason_tells_device_from_gateway(
+        self, bank: ModbusSimulator, code: int, reason: QualityReason
+    ) -> None:
+        driver = ModbusDriver(spec(bank.port))
+        await driver.connect()
+        bank.set_exception(UNIT, code)
+        readings = await driver.read_points()
+        bank.set_exception(UNIT, None)
+        await driver.close()
+
+        assert {r.quality.reason for r in readings} == {reason}
+        assert all(f"({code})" in r.quality.detail for r in readings)
+        assert all(r.value is None for r in readings)
