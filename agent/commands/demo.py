@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from agent.broker import BrokerChoice
 
+from agent.logging_setup import QUIET_LIBRARY_LEVEL
+
 PLAIN_INTERVAL_S: Final = 5.0
 
 
@@ -82,10 +84,11 @@ def demo_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    # Library chatter would tear the live table; warnings still show.
+    # Library chatter would tear the live table, and the drivers report
+    # every vendor failure in their own words. The agent's warnings show.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     for noisy in ("asyncua", "pymodbus", "amqtt"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+        logging.getLogger(noisy).setLevel(QUIET_LIBRARY_LEVEL)
     if args.state_dir is not None and _not_empty(args.state_dir):
         print(
             f"cmagent demo: --state-dir expects an empty or absent directory, "

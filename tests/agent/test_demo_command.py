@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from agent.commands.demo import demo_command
 
 
 def cmagent(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
@@ -67,3 +71,22 @@ class TestDemoStateDir:
         assert "--state-dir" in demo.stderr
         assert str(tmp_path) in demo.stderr
         assert (tmp_path / "notes.txt").read_text() == "keep me\n"
+
+
+class TestDemoLogging:
+    def test_library_errors_kept_out(self, tmp_path: Path) -> None:
+        (tmp_path / "notes.txt").write_text("keep me\n")
+        args = argparse.Namespace(
+            mqtt=None, duration=1.0, state_dir=tmp_path, no_ui=True,
+            summary=None, broker="auto",
+        )  # fmt: skip
+        names = ("asyncua", "pymodbus", "amqtt")
+        levels = {name: logging.getLogger(name).level for name in names}
+        try:
+            # Returns 2 for the non-empty directory, after logging is set up.
+            assert demo_command(args) == 2
+            for name in names:
+                assert not logging.getLogger(name).isEnabledFor(logging.ERROR), name
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
