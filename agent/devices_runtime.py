@@ -362,9 +362,13 @@ class DeviceRunner:
         detail = readings[0].quality.detail if readings else ""
         if detail:
             cause = f"{cause}: {detail}"
+        self._set_down("device.not_answering", cause)
+
+    def _set_down(self, event: str, cause: str) -> None:
+        """Mark the device down, logging ``event`` on a new state or cause."""
         if self.state is not DeviceState.DOWN or cause != self.last_error:
             logger.warning(
-                "device.not_answering",
+                event,
                 extra={
                     "device": self.device_id,
                     "attempt": self._backoff.attempt + 1,
@@ -388,19 +392,7 @@ class DeviceRunner:
 
     def _mark_down(self, exc: Exception) -> None:
         cause = str(exc)
-        if self.state is not DeviceState.DOWN or cause != self.last_error:
-            logger.warning(
-                "device.unreachable",
-                extra={
-                    "device": self.device_id,
-                    "attempt": self._backoff.attempt + 1,
-                    "cause": cause,
-                },
-            )
-        if self.down_since is None:
-            self.down_since = time.monotonic()
-        self.state = DeviceState.DOWN
-        self.last_error = cause
+        self._set_down("device.unreachable", cause)
         self._sink.readings(self.device_id, self._bad_readings(cause))
         # A device that is down still counts as progress: its task is alive
         # and retrying, which is all the watchdog needs to know.
