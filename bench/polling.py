@@ -129,8 +129,8 @@ async def bare_loop(client: AsyncModbusTcpClient | CannedClient, cycles: int) ->
 
 
 class CannedClient:
-    """A stand-in for the pymodbus client that answers every read at once
-    with a prepared response, so only the caller's own work is timed."""
+    """A stand-in for the pymodbus client that returns a prepared response
+    to every read at once, so only the caller's own work is timed."""
 
     connected = True
 
@@ -142,7 +142,7 @@ class CannedClient:
     ) -> ReadHoldingRegistersResponse:
         key = (address, count)
         if key not in self._responses:
-            # The simulator's bank: register ``a`` holds ``a``.
+            # As in the simulator's bank, register ``a`` contains ``a``.
             registers = list(range(address, address + count))
             self._responses[key] = ReadHoldingRegistersResponse(registers=registers)
         return self._responses[key]
@@ -156,7 +156,7 @@ async def own_work_us(cycles: int) -> dict[str, float]:
     """
     driver = drivers_for(0, 10)[0]
     # The driver is never connected: its link is replaced by one whose
-    # client answers in-process.
+    # client responds in-process.
     driver._link = ModbusLink(CannedClient(), endpoint="canned")  # type: ignore[arg-type]
     requests = len(driver.requests)
     bare_rates: list[float] = []

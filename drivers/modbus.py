@@ -59,7 +59,7 @@ _READ_METHODS: Final[dict[RegisterTable, str]] = {
 
 _GATEWAY_EXCEPTIONS: Final = frozenset({10, 11})
 """Exception codes a gateway sends when the device behind it is unreachable
-or silent, so no answer came from the device itself."""
+or silent, so no response came from the device itself."""
 
 _BIT_FUNCTIONS: Final = frozenset({1, 2})
 """Read coils and read discrete inputs, whose responses carry bits."""
@@ -366,8 +366,8 @@ class ModbusDriver:
             isinstance(exc, ModbusExceptionError)
             and exc.exception_code not in _GATEWAY_EXCEPTIONS
         ):
-            # The device itself answered, with an exception code, as an
-            # OPC UA server answers with a bad status code.
+            # The device itself responded, with an exception code, as an
+            # OPC UA server responds with a bad status code.
             reason = QualityReason.SENSOR_FAULT
         else:
             reason = QualityReason.COMM_ERROR
