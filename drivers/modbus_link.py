@@ -66,6 +66,20 @@ EXCEPTION_NAMES: Final[dict[int, str]] = {
 }
 """Exception codes of the Modbus Application Protocol 1.1b3, section 7."""
 
+EXCEPTION_ADVICE: Final[dict[int, str]] = {
+    1: "the device does not support this function; check the table",
+    2: (
+        "check the table, address and count against the device's register "
+        "map (a Modicon number such as 40011 is holding offset 10)"
+    ),
+    3: "check the count against the device's register map",
+    10: "check the gateway's routing for this unit id",
+    11: (
+        "check the unit id, and that the device behind the gateway is powered and wired"
+    ),
+}
+"""What to check next for the exception codes a configuration can cause."""
+
 # pymodbus 3.10 renamed the unit id keyword from ``slave`` to ``device_id``.
 _UNIT_KEYWORD: Final = (
     "device_id"
@@ -89,11 +103,14 @@ class ModbusExceptionError(DriverProtocolError):
         exception_code: int,
     ) -> None:
         name = EXCEPTION_NAMES.get(exception_code, "UNKNOWN EXCEPTION")
-        super().__init__(
+        message = (
             f"device {device!r} unit {unit_id} function {function_code} "
-            f"address {address} count {count}: {name} ({exception_code})",
-            device=device,
+            f"address {address} count {count}: {name} ({exception_code})"
         )
+        advice = EXCEPTION_ADVICE.get(exception_code)
+        if advice is not None:
+            message = f"{message}; {advice}"
+        super().__init__(message, device=device)
         self.unit_id = unit_id
         self.function_code = function_code
         self.address = address

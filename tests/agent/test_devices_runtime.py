@@ -241,7 +241,9 @@ class TestBadPoints:
 
         cause = (
             f"device 'unit{VIBRATION_UNIT}' unit {VIBRATION_UNIT} function 3 "
-            "address 0 count 1: ILLEGAL DATA ADDRESS (2)"
+            "address 0 count 1: ILLEGAL DATA ADDRESS (2); check the table, "
+            "address and count against the device's register map (a Modicon "
+            "number such as 40011 is holding offset 10)"
         )
         bad = events(caplog, "device.point_bad")
         assert len(bad) == 1

@@ -261,7 +261,9 @@ class TestPipelineScalars:
 
         cause = (
             "device 'vib1' unit 1 function 3 address 0 count 1: "
-            "ILLEGAL DATA ADDRESS (2)"
+            "ILLEGAL DATA ADDRESS (2); check the table, address and count "
+            "against the device's register map (a Modicon number such as "
+            "40011 is holding offset 10)"
         )
         assert device["state"] == "connected"
         assert device["last_error"] is None

@@ -121,3 +121,22 @@ class TestExceptionReasons:
         assert {r.quality.reason for r in readings} == {reason}
         assert all(f"({code})" in r.quality.detail for r in readings)
         assert all(r.value is None for r in readings)
+
+    @pytest.mark.parametrize(
+        ("code", "advice"),
+        [
+            (2, "check the table, address and count"),
+            (11, "check the unit id"),
+        ],
+    )
+    async def test_detail_says_what_to_check(
+        self, bank: ModbusSimulator, code: int, advice: str
+    ) -> None:
+        driver = ModbusDriver(spec(bank.port))
+        await driver.connect()
+        bank.set_exception(UNIT, code)
+        readings = await driver.read_points()
+        bank.set_exception(UNIT, None)
+        await driver.close()
+
+        assert all(f"({code}); {advice}" in r.quality.detail for r in readings)
