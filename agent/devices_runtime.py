@@ -195,6 +195,7 @@ class DeviceRunner:
         self._waveform_requested = asyncio.Event()
         self._next_capture = 0.0
         self._defect_logged = False
+        self._answered_once = False
         self._bad_points = BadPointLog(spec.device_id)
 
     @property
@@ -253,16 +254,17 @@ class DeviceRunner:
         TCP and never answers must stay down, with its downtime counted
         from its first failure, until a poll is answered.
         """
-        if self.down_since is not None:
-            logger.info(
-                "device.reconnected",
-                extra={
-                    "device": self.device_id,
-                    "downtime_s": round(time.monotonic() - self.down_since, 1),
-                },
-            )
-        else:
+        if self.down_since is None:
             logger.info("device.connected", extra={"device": self.device_id})
+        else:
+            down_s = round(time.monotonic() - self.down_since, 1)
+            if self._answered_once:
+                event, fields = "device.reconnected", {"downtime_s": down_s}
+            else:
+                # Never up before: the time is how long start-up waited.
+                event, fields = "device.connected", {"after_s": down_s}
+            logger.info(event, extra={"device": self.device_id, **fields})
+        self._answered_once = True
         self.state = DeviceState.CONNECTED
         self.down_since = None
         self.last_error = None

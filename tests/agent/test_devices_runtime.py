@@ -540,3 +540,39 @@ class TestStateDuringCapture:
             await simulator.stop()
 
         assert seen[0] == (DeviceState.CONNECTED, None, True)
+
+
+class TestConnectEvents:
+    async def test_late_first_connect_not_reconnect(
+        self, devices: list[Device], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.INFO, logger="agent")
+        port = free_port()
+        device = Device(tcp_spec(port, VIBRATION_UNIT, [VELOCITY]))
+        devices.append(device)
+        await wait_until(
+            lambda: device.runner.state is DeviceState.DOWN, 10.0, "refused"
+        )
+
+        simulator = ModbusSimulator("127.0.0.1", port, sensors=make_sensors())
+        await simulator.start()
+        try:
+            await wait_until(
+                lambda: device.runner.state is DeviceState.CONNECTED,
+                15.0,
+                "first connect",
+            )
+            simulator.drop_connections()
+            await wait_until(
+                lambda: bool(events(caplog, "device.reconnected")),
+                15.0,
+                "reconnect after the drop",
+            )
+        finally:
+            await device.close()
+            devices.clear()
+            await simulator.stop()
+
+        (connected,) = events(caplog, "device.connected")
+        assert connected.after_s > 0  # type: ignore[attr-defined]
+        assert len(events(caplog, "device.reconnected")) == 1
