@@ -282,7 +282,14 @@ class Pipeline:
                     # reading cannot go live, but the others still do.
                     self._reject_reading(device_id, reading, exc)
             value = _finite(reading.value)
-            if value is None or reading.timestamp.utcoffset() is None:
+            if value is None:
+                # The status and the live view must not keep showing the
+                # last good value of a point that now reads bad.
+                view = self.assets.get(reading.asset)
+                if view is not None:
+                    view.values.pop(reading.point, None)
+                continue
+            if reading.timestamp.utcoffset() is None:
                 continue
             self.assets.setdefault(reading.asset, AssetView()).values[reading.point] = (
                 value

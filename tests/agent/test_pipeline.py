@@ -30,7 +30,7 @@ from agent.pipeline_runtime import (
 )
 from agent.settings import AgentSettingsModel
 from agent.state import read_status
-from drivers.base import QualityReason, QualityStatus, Reading, Waveform
+from drivers.base import Quality, QualityReason, QualityStatus, Reading, Waveform
 from drivers.sim.modbus_server import ModbusSimulator
 
 CONFIG = """
@@ -451,3 +451,28 @@ class TestPipelineStop:
         reopened.close()
         assert pipeline.counters.measurements_produced == 5
         assert depth == 5
+
+
+class TestAssetView:
+    async def test_bad_reading_clears_last_value(self, tmp_path: Path) -> None:
+        settings = AgentSettingsModel()
+        outbox = Outbox(tmp_path / "outbox.db", max_bytes=10_000_000)
+        health = HealthMonitor(
+            settings.health, {}, state_path=None, iso_boundaries=iso_boundaries
+        )
+        pipeline = Pipeline(
+            settings, {}, outbox=outbox, health=health, driver_factory=lambda s: None
+        )
+        now = datetime.now(UTC)
+        good = Reading(asset="pump1", point="temp", timestamp=now, value=41.5, unit="")
+        other = Reading(asset="pump1", point="rpm", timestamp=now, value=1796, unit="")
+        pipeline.readings("dev", [good, other])
+        assert pipeline.assets["pump1"].values == {"temp": 41.5, "rpm": 1796}
+
+        bad = good._replace(
+            value=None, quality=Quality.bad(QualityReason.COMM_ERROR, "lost")
+        )
+        pipeline.readings("dev", [bad])
+        outbox.close()
+
+        assert pipeline.assets["pump1"].values == {"rpm": 1796}
