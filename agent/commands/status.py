@@ -171,7 +171,12 @@ def render(report: dict[str, Any]) -> str:
     elif outbox is not None:
         lines.append(f"outbox: {outbox['error']}")
     uplink = snapshot.get("uplink") or {}
-    if uplink:
+    if uplink.get("state") == "disabled":
+        lines.append(
+            "uplink: disabled; the outbox keeps measurements until its byte "
+            "cap evicts the oldest (set uplink.enabled = true to deliver them)"
+        )
+    elif uplink:
         lines.append(
             f"uplink: {uplink.get('state')}, last delivery "
             f"{uplink.get('last_delivery') or 'never'}, delivered "

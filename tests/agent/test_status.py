@@ -66,6 +66,15 @@ class TestStatusReport:
         assert "pump2            alarm    score 35.0, episode pump2:alarm:1" in text
         assert "pump1" not in text.split("alarms:")[1]
 
+    def test_disabled_uplink_explains_growing_outbox(self, tmp_path: Path) -> None:
+        write_status(tmp_path, snapshot(uplink={"state": "disabled"}))
+
+        text = render(collect_status(tmp_path))
+        (line,) = [x for x in text.splitlines() if x.startswith("uplink:")]
+
+        assert line.startswith("uplink: disabled; the outbox keeps measurements")
+        assert "set uplink.enabled = true" in line
+
     def test_long_device_names_keep_columns(self, tmp_path: Path) -> None:
         devices = {
             "vib1": {"state": "up", "last_reading_at": None},
