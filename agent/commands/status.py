@@ -174,7 +174,8 @@ def render(report: dict[str, Any]) -> str:
     if uplink.get("state") == "disabled":
         lines.append(
             "uplink: disabled; the outbox keeps measurements until its byte "
-            "cap evicts the oldest (set uplink.enabled = true to deliver them)"
+            "cap evicts the lowest-priority, oldest ones (set uplink.enabled = "
+            "true to deliver them)"
         )
     elif uplink:
         lines.append(
