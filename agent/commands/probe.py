@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 _TYPES = ("int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64")
 _LAST_REGISTER: Final = 65535
+_FUNCTION_OF_TABLE: Final = {"holding": 3, "input": 4}
+"""Read function code of the Modbus tables named by Modicon numbers."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     unit_low, unit_high = _config_range("unit_id")
     port_low, port_high = _config_range("port")
-    modbus.add_argument("--host", required=True, help="device address")
+    modbus.add_argument("--host", type=probe_host, required=True, help="device address")
     modbus.add_argument(
         "--port",
         type=int_in_range(port_low, port_high),
@@ -58,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     modbus.add_argument(
         "--address",
-        type=int_in_range(0, _LAST_REGISTER),
+        type=register_address,
         required=True,
         help=f"zero-based start register, 0-{_LAST_REGISTER}",
     )
@@ -120,6 +122,64 @@ def int_in_range(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def probe_host(text: str) -> str:
+    """Parse ``--host``, rejecting an empty name or a ``HOST:PORT`` pair."""
+    host, colon, port = text.rpartition(":")
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a host name or address, found ''")
+    # One colon followed by digits is a port; IPv6 addresses have several.
+    if colon and port.isdigit() and host and ":" not in host:
+        raise argparse.ArgumentTypeError(
+            f"expected a host without a port, found {text!r}; use --host "
+            f"{host} --port {port}"
+        )
+    return text
+
+
+def register_address(text: str) -> int:
+    """Parse ``--address`` as a zero-based register, 0 to 65535.
+
+    A six-digit Modicon number such as 400001 gets the options to use.
+    """
+    from agent.settings_devices import MODICON_TABLES
+
+    message = f"expected an integer from 0 to {_LAST_REGISTER}, found {text!r}"
+    try:
+        address = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+    if 0 <= address <= _LAST_REGISTER:
+        return address
+    table = MODICON_TABLES.get(address // 100_000)
+    offset = address % 100_000 - 1
+    if table is not None and 0 <= offset <= _LAST_REGISTER:
+        message += (
+            f"; {address} looks like a six-digit Modicon {table}-register "
+            f"number: try --function {_FUNCTION_OF_TABLE[table]} --address "
+            f"{offset}"
+        )
+    raise argparse.ArgumentTypeError(message)
+
+
+def modicon_note(address: int) -> str | None:
+    """Return a note when ``address`` looks like a five-digit Modicon number.
+
+    Some register maps use such numbers as real offsets, so this is a note,
+    not an error.
+    """
+    from agent.settings_devices import modicon_offset
+
+    found = modicon_offset(address)
+    if found is None:
+        return None
+    table, offset = found
+    return (
+        f"note: {address} may be a Modicon {table}-register number; if the "
+        f"register map writes it that way, read --function "
+        f"{_FUNCTION_OF_TABLE[table]} --address {offset}"
+    )
+
+
 def positive_duration_s(text: str) -> float:
     """Parse ``--timeout`` as seconds greater than zero."""
     try:
@@ -179,6 +239,9 @@ def run_probe_modbus(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             f"{_LAST_REGISTER} or below, found --address {args.address} "
             f"--count {args.count}, which ends at {last}"
         )
+    note = modicon_note(args.address)
+    if note is not None:
+        print(f"cmagent probe: {note}", file=sys.stderr)
     request = ProbeRequest(
         host=args.host,
         port=args.port,

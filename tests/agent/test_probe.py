@@ -415,6 +415,60 @@ class TestProbeModbusArguments:
         assert "parse_duration_s" not in err
         assert "Traceback" not in err
 
+    @pytest.mark.parametrize(
+        ("arguments", "advice"),
+        [
+            (
+                ["--host", "127.0.0.1:15020", "--address", "0"],
+                "found '127.0.0.1:15020'; use --host 127.0.0.1 --port 15020",
+            ),
+            (["--host", "", "--address", "0"], "expected a host name"),
+            (
+                ["--host", "127.0.0.1", "--address", "400001"],
+                "six-digit Modicon holding-register number: try --function 3 "
+                "--address 0",
+            ),
+            (
+                ["--host", "127.0.0.1", "--address", "300011"],
+                "six-digit Modicon input-register number: try --function 4 "
+                "--address 10",
+            ),
+        ],
+    )
+    def test_rejects_option_with_advice(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        arguments: list[str],
+        advice: str,
+    ) -> None:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["probe", "modbus", *arguments])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2
+        assert advice in err
+        assert "Traceback" not in err
+
+    def test_accepts_ipv6_host(self) -> None:
+        from agent.commands.probe import probe_host
+
+        assert probe_host("::1") == "::1"
+        assert probe_host("fe80::1:502") == "fe80::1:502"
+
+    def test_five_digit_modicon_address_noted(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        # Some register maps use 40001 as a real offset, so the read goes
+        # ahead and only a note names the alternative.
+        port, _ = simulator_port
+        probe(port, "--unit", "5", "--function", "4", "--address", "40001")
+        err = capsys.readouterr().err
+        assert (
+            "note: 40001 may be a Modicon holding-register number; if the "
+            "register map writes it that way, read --function 3 --address 0"
+        ) in err
+
     def test_rejects_block_past_last_register(
         self,
         simulator_port: tuple[int, ModbusSimulator],
