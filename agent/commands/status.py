@@ -53,7 +53,15 @@ def status_command(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         print(f"cmagent status: {exc}", file=sys.stderr)
         return 1
-    if state_dir.exists() and not state_dir.is_dir():
+    if not state_dir.exists():
+        print(
+            f"cmagent status: state directory {state_dir} not found; pass the "
+            "agent's state directory with --state-dir, or its configuration "
+            "with --config",
+            file=sys.stderr,
+        )
+        return 1
+    if not state_dir.is_dir():
         print(
             f"cmagent status: {state_dir}: expected the agent's state directory, "
             "found a file",

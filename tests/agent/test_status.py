@@ -189,6 +189,15 @@ class TestStatusReport:
 
 
 class TestStatusCommand:
+    def test_missing_state_dir_named(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        missing = tmp_path / "nonexistent"
+        assert main(["status", "--state-dir", str(missing)]) == 1
+        err = capsys.readouterr().err
+        assert f"state directory {missing} not found" in err
+        assert "no status.json" not in err
+
     def test_state_dir_that_is_a_file(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
