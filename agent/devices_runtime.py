@@ -175,6 +175,10 @@ class DeviceRunner:
         sink: receives readings, waveforms and progress beats.
     """
 
+    still_down_interval_s: float = 300.0
+    """Time between ``device.still_down`` summaries of a device that stays
+    down for one cause."""
+
     def __init__(
         self,
         spec: DeviceSpec,
@@ -196,6 +200,7 @@ class DeviceRunner:
         self._next_capture = 0.0
         self._defect_logged = False
         self._answered_once = False
+        self._down_logged_at = 0.0
         self._bad_points = BadPointLog(spec.device_id)
 
     @property
@@ -367,18 +372,25 @@ class DeviceRunner:
         self._set_down("device.not_answering", cause)
 
     def _set_down(self, event: str, cause: str) -> None:
-        """Mark the device down, logging ``event`` on a new state or cause."""
+        """Mark the device down, logging ``event`` on a new state or cause.
+
+        While the device stays down for the same cause, a summary
+        ``device.still_down`` is logged every ``still_down_interval_s``.
+        """
+        now = time.monotonic()
+        fields = {"device": self.device_id, "attempt": self._backoff.attempt + 1}
         if self.state is not DeviceState.DOWN or cause != self.last_error:
+            logger.warning(event, extra={**fields, "cause": cause})
+            self._down_logged_at = now
+        elif now - self._down_logged_at >= self.still_down_interval_s:
+            down_s = now - (self.down_since if self.down_since is not None else now)
             logger.warning(
-                event,
-                extra={
-                    "device": self.device_id,
-                    "attempt": self._backoff.attempt + 1,
-                    "cause": cause,
-                },
+                "device.still_down",
+                extra={**fields, "down_for_s": round(down_s), "cause": cause},
             )
+            self._down_logged_at = now
         if self.down_since is None:
-            self.down_since = time.monotonic()
+            self.down_since = now
         self.state = DeviceState.DOWN
         self.last_error = cause
 

@@ -576,3 +576,26 @@ class TestConnectEvents:
         (connected,) = events(caplog, "device.connected")
         assert connected.after_s > 0  # type: ignore[attr-defined]
         assert len(events(caplog, "device.reconnected")) == 1
+
+
+class TestStillDown:
+    async def test_summary_logged_while_down(
+        self, devices: list[Device], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.INFO, logger="agent")
+        device = Device(tcp_spec(free_port(), VIBRATION_UNIT, [VELOCITY]))
+        device.runner.still_down_interval_s = 1.0
+        devices.append(device)
+
+        await wait_until(
+            lambda: len(events(caplog, "device.still_down")) >= 2, 10.0, "summaries"
+        )
+
+        (first,) = events(caplog, "device.unreachable")
+        summaries = events(caplog, "device.still_down")
+        assert summaries[0].cause == first.cause  # type: ignore[attr-defined]
+        assert summaries[0].attempt > first.attempt  # type: ignore[attr-defined]
+        assert summaries[1].down_for_s >= 1  # type: ignore[attr-defined]
+        # A summary per interval, not a line per attempt.
+        gap_s = summaries[1].created - summaries[0].created
+        assert gap_s >= 1.0
