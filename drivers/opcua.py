@@ -30,7 +30,12 @@ from drivers.errors import (
     DriverError,
     DriverTimeoutError,
 )
-from drivers.opcua_errors import NodeNotFoundError, translate_error
+from drivers.opcua_errors import (
+    NodeNotFoundError,
+    endpoint_for_messages,
+    translate_error,
+    unreachable_advice,
+)
 from drivers.opcua_nodes import check_node_ref, resolve_nodes, summarize_missing
 from drivers.opcua_security import apply_security, check_security
 from drivers.opcua_subscription import ScalarSubscription, disable_library_watchdog
@@ -214,14 +219,7 @@ class OpcUaDriver:
             await asyncio.wait_for(self._open(), self.spec.connect_timeout_s)
         except TimeoutError as exc:
             await self._discard_client()
-            raise self._fail(
-                DriverTimeoutError(
-                    f"device {self.device_id!r}: connecting to "
-                    f"{self.spec.endpoint} timed out after "
-                    f"{self.spec.connect_timeout_s} s (connect_timeout)",
-                    device=self.device_id,
-                )
-            ) from exc
+            raise self._fail(self._connect_timeout_error()) from exc
         except DriverError as exc:
             await self._discard_client()
             self._state = DriverState.DISCONNECTED
@@ -243,6 +241,17 @@ class OpcUaDriver:
                 "duration_s": round(time.monotonic() - started, 3),
                 "subscribed": self._subscription is not None,
             },
+        )
+
+    def _connect_timeout_error(self) -> DriverTimeoutError:
+        spec = self.spec
+        return DriverTimeoutError(
+            f"device {self.device_id!r}: connecting to "
+            f"{endpoint_for_messages(spec.endpoint)} timed out after "
+            f"{spec.connect_timeout_s} s (connect_timeout); "
+            f"{unreachable_advice(spec.endpoint)}, or raise connect_timeout "
+            "for a slow server",
+            device=self.device_id,
         )
 
     async def _open(self) -> None:

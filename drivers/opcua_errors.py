@@ -1,9 +1,17 @@
-"""Translate asyncua exceptions into driver errors at the driver boundary."""
+"""Translate asyncua exceptions into driver errors at the driver boundary.
+
+The helpers for endpoints in messages live here too: an endpoint is shown
+without any login it contains, and socket errors become advice that names
+the server's host and port.
+"""
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Mapping, Sequence
 from typing import Final
+from urllib.parse import urlsplit
 
 from asyncua import ua
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
@@ -99,14 +107,18 @@ def translate_error(
     ``from exc``.
     """
     device = spec.device_id
-    where = f"device {device!r}: {action} on {spec.endpoint}"
+    endpoint = endpoint_for_messages(spec.endpoint)
+    where = f"device {device!r}: {action} on {endpoint}"
     if node:
         where += f" (node {node})"
 
     if isinstance(exc, TimeoutError):
+        advice = ""
+        if action == "connect":
+            advice = f"; {unreachable_advice(spec.endpoint)}"
         return DriverTimeoutError(
             f"{where}: timed out, no response within {spec.request_timeout_s} s "
-            "(request_timeout)",
+            f"(request_timeout){advice}",
             device=device,
         )
     if isinstance(exc, UaStatusCodeError):
@@ -119,16 +131,76 @@ def translate_error(
         if code in _CONNECTION_CODES:
             return DriverConnectError(f"{where}: {name}", device=device)
         return DriverProtocolError(f"{where}: server returned {name}", device=device)
-    if isinstance(exc, ConnectionError | OSError):
-        detail = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError):
         return DriverConnectError(
-            f"{where}: connection failed: {detail}", device=device
+            f"{where}: {_socket_failure(exc, spec.endpoint)}", device=device
         )
     if isinstance(exc, UaError):
         return DriverProtocolError(f"{where}: {exc}", device=device)
     return DriverProtocolError(
         f"{where}: unexpected {type(exc).__name__}: {exc}", device=device
     )
+
+
+def endpoint_for_messages(endpoint: str) -> str:
+    """Return ``endpoint`` without the user name and password it may contain.
+
+    asyncua takes a login from ``opc.tcp://user:password@host:port``, so an
+    endpoint given to the driver directly may carry one.
+    """
+    scheme, separator, rest = endpoint.partition("://")
+    if not separator:
+        return endpoint
+    netloc, slash, path = rest.partition("/")
+    if "@" not in netloc:
+        return endpoint
+    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"
+
+
+def server_address(endpoint: str) -> str:
+    """Return the ``host port N`` part of an endpoint for advice in messages."""
+    try:
+        parts = urlsplit(endpoint)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "the host and port of the endpoint"
+    if not host:
+        return "the host and port of the endpoint"
+    return f"{host} port {port}" if port is not None else host
+
+
+def unreachable_advice(endpoint: str) -> str:
+    """Return the next step after a connect to ``endpoint`` got no response."""
+    return (
+        f"check that {server_address(endpoint)} is reachable from this "
+        "gateway, that no firewall drops the connection and that the port "
+        "belongs to an OPC UA server"
+    )
+
+
+def _socket_failure(exc: OSError, endpoint: str) -> str:
+    """Describe a socket error in plain words, with the next step to take."""
+    address = server_address(endpoint)
+    if isinstance(exc, ConnectionRefusedError):
+        return (
+            "connection refused; check that an OPC UA server listens on "
+            f"{address} and that the endpoint names the right host and port"
+        )
+    if isinstance(exc, socket.gaierror):
+        host = urlsplit(endpoint).hostname or endpoint_for_messages(endpoint)
+        return (
+            f"host name {host!r} could not be resolved ({exc.strerror}); "
+            "check the host in the endpoint and the DNS settings of this gateway"
+        )
+    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return (
+            f"{address} is unreachable ({exc.strerror}); check the address "
+            "in the endpoint and the network route from this gateway"
+        )
+    if isinstance(exc, ConnectionResetError | ConnectionAbortedError):
+        return "the server or the network closed the connection"
+    detail = exc.strerror or str(exc) or type(exc).__name__
+    return f"connection failed: {detail}"
 
 
 def _size_error(
