@@ -370,6 +370,25 @@ class OpcUaDriver:
         )
         await subscription.create()
         self._subscription = subscription
+        if subscription.rejected:
+            self._warn_rejected(subscription.rejected)
+
+    def _warn_rejected(self, rejected: dict[ua.NodeId, ua.StatusCode]) -> None:
+        statuses = {
+            point.name: rejected[self._nodes[point.node]].name
+            for point in self.spec.points
+            if self._nodes.get(point.node) in rejected
+        }
+        logger.warning(
+            "opcua.monitored_items_rejected",
+            extra={
+                "device": self.device_id,
+                "endpoint": endpoint_for_messages(self.spec.endpoint),
+                "points": statuses,
+                "cause": "the server rejected monitoring their nodes, so "
+                "each read polls them",
+            },
+        )
 
     async def close(self) -> None:
         """Close the session and the connection; safe to call at any time."""
@@ -428,9 +447,11 @@ class OpcUaDriver:
     async def read_points(self) -> list[Reading]:
         """Return one reading per configured point, bad ones included.
 
-        With subscriptions the latest notified values are returned. A
-        silent or lost subscription is recreated first, and the values are
-        polled for this call while the new one starts.
+        With subscriptions the latest notified values are returned. Until
+        a new subscription has notified a value for every node, after a
+        connect or after a silent or lost one was recreated, the values
+        are polled instead. Nodes that the server does not monitor are
+        polled on every call.
 
         Raises:
             DriverConnectError: the connection is broken.
@@ -439,7 +460,7 @@ class OpcUaDriver:
         client = await self._require_client()
         subscribed = self.spec.use_subscriptions and self._nodes
         if subscribed and await self._subscription_usable(client):
-            return self._cached_readings()
+            return await self._subscribed_readings(client)
         return await self._poll(client)
 
     async def _subscription_usable(self, client: Client) -> bool:
@@ -448,7 +469,9 @@ class OpcUaDriver:
             limit_s = SILENT_INTERVALS * subscription.publishing_interval_s
             silent_s = subscription.silent_for_s()
             if subscription.lost_status is None and silent_s <= limit_s:
-                return True
+                # The driver polls until the first publish has delivered a
+                # value for every node, so no point reads bad meanwhile.
+                return subscription.has_every_value()
             cause = (
                 subscription.lost_status.name
                 if subscription.lost_status is not None
@@ -482,18 +505,27 @@ class OpcUaDriver:
             return False
         if subscription is not None:
             self.subscription_recreations += 1
-        # Fresh subscriptions deliver initial values with their first
-        # publish; a poll bridges the wait so this call is current.
         return False
 
-    def _cached_readings(self) -> list[Reading]:
+    async def _subscribed_readings(self, client: Client) -> list[Reading]:
+        """Build readings from notified values, polling unmonitored nodes."""
         assert self._subscription is not None
+        unmonitored = list(self._subscription.rejected)
+        values = await self._read_values(client, unmonitored, action="read points")
+        polled = dict(zip(unmonitored, values, strict=True))
+
         readings = []
         for point in self.spec.points:
             node_id = self._nodes.get(point.node)
             if node_id is None:
                 reason = self._missing.get(point.node, "node not resolved")
                 readings.append(missing_reading(point, reason, source=self.device_id))
+                continue
+            if node_id in polled:
+                reading = reading_from_value(
+                    point, polled[node_id], source=self.device_id
+                )
+                readings.append(reading)
                 continue
             entry = self._subscription.latest.get(node_id)
             if entry is None:
@@ -516,9 +548,6 @@ class OpcUaDriver:
             client, [self._nodes[p.node] for p in points], action="read points"
         )
         by_name = {p.name: v for p, v in zip(points, values, strict=True)}
-        if self._subscription is not None:
-            for point, value in zip(points, values, strict=True):
-                self._subscription.store(self._nodes[point.node], value)
 
         readings = []
         for point in self.spec.points:

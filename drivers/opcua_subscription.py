@@ -68,6 +68,7 @@ class ScalarSubscription:
         self._node_ids = tuple(node_ids)
         self.publishing_interval_s = publishing_interval_s
         self.latest: dict[ua.NodeId, tuple[ua.DataValue, float]] = {}
+        self.rejected: dict[ua.NodeId, ua.StatusCode] = {}
         self.lost_status: ua.StatusCode | None = None
         self._subscription: Any = None
         self._heard_at = 0.0
@@ -99,11 +100,16 @@ class ScalarSubscription:
             self.publishing_interval_s = max(
                 self.publishing_interval_s, revised_ms / 1000
             )
-        await self._subscription.subscribe_data_change(
+        results = await self._subscription.subscribe_data_change(
             [self._client.get_node(node_id) for node_id in self._node_ids],
             queuesize=1,
             sampling_interval=interval_ms,
         )
+        # asyncua returns a status code in place of the handle of each
+        # monitored item that the server rejected.
+        for node_id, result in zip(self._node_ids, results, strict=True):
+            if isinstance(result, ua.StatusCode):
+                self.rejected[node_id] = result
 
     async def delete(self) -> None:
         """Delete the subscription; a server that no longer has it is fine."""
@@ -114,10 +120,27 @@ class ScalarSubscription:
             await subscription.delete()
 
     def store(self, node_id: ua.NodeId, data_value: ua.DataValue) -> None:
-        """Keep ``data_value`` as the latest value of ``node_id``."""
+        """Keep a notified ``data_value`` as the latest value of ``node_id``.
+
+        Only notifications go here, never polled values, so that
+        :meth:`has_every_value` tells whether the first publish arrived.
+        """
         now = time.monotonic()
         self.latest[node_id] = (data_value, now)
         self._heard_at = now
+
+    def has_every_value(self) -> bool:
+        """Return whether every monitored node has had a notification.
+
+        A server sends the first values with its first publish, which may
+        come up to one publishing interval after the subscription was
+        created. Nodes whose monitored item was rejected never get one and
+        are not waited for.
+        """
+        return all(
+            node_id in self.latest or node_id in self.rejected
+            for node_id in self._node_ids
+        )
 
     def mark_status(self, status: ua.StatusCode) -> None:
         """Record a subscription status change; a bad one means it is lost."""

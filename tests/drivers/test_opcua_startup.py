@@ -1,21 +1,26 @@
-"""Messages of the OPC UA driver when a connect fails.
+"""The OPC UA driver from connect to its first subscribed values.
 
-Each names the endpoint and the next step to take, and no login that the
-endpoint URL may contain.
+Covers the readings before a subscription's first publish and the messages
+of failed connects.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from asyncua.server.internal_subscription import InternalSubscription
 
-from drivers.base import Reading
+from drivers.base import QualityStatus, Reading
 from drivers.errors import DriverConnectError, DriverTimeoutError
 from drivers.opcua import OpcUaDriver
 from drivers.opcua_errors import translate_error
+from drivers.sim.opcua_server import OpcUaSimulator
+from drivers.sim.recordings import load_recording
 from drivers.spec import OpcUaNodeRef, OpcUaPointSpec, OpcUaSpec
 
 SIM = "{urn:cmagent:sim}"
@@ -60,6 +65,33 @@ def by_point(readings: list[Reading]) -> dict[str, Reading]:
 
 
 @pytest.fixture
+def late_first_publish(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the simulator send a subscription's first publish one interval late.
+
+    An asyncua 2.1 server publishes at once when a Publish request is
+    waiting, so the first values usually arrive while the client connects.
+    A server may also send them only at the end of the first publishing
+    interval. This fixture starts the publishing loop of each new
+    subscription one interval late, through a private method of asyncua 2.1.
+    """
+    start_loop = InternalSubscription._subscription_loop
+
+    async def start_loop_late(self: InternalSubscription) -> None:
+        await asyncio.sleep(self.data.RevisedPublishingInterval / 1000.0)
+        await start_loop(self)
+
+    monkeypatch.setattr(InternalSubscription, "_subscription_loop", start_loop_late)
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[OpcUaSimulator]:
+    sim = OpcUaSimulator(update_period_s=60.0)
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+@pytest.fixture
 def closed_port() -> int:
     """A port on 127.0.0.1 that nothing listens on."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -74,6 +106,94 @@ def black_hole() -> Iterator[int]:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         yield int(listener.getsockname()[1])
+
+
+@pytest.mark.usefixtures("late_first_publish")
+class TestBeforeFirstPublish:
+    async def test_reads_poll_until_first_publish(
+        self, simulator: OpcUaSimulator
+    ) -> None:
+        opcua = OpcUaDriver(make_spec(simulator.endpoint))
+        polls: list[dict[str, Reading]] = []
+        await opcua.connect()
+        connected_at = time.monotonic()
+        try:
+            for _ in range(4):
+                polls.append(by_point(await opcua.read_points()))
+                await asyncio.sleep(0.1)
+            elapsed_s = time.monotonic() - connected_at
+        finally:
+            await opcua.close()
+
+        # All four reads came before the first publish.
+        assert elapsed_s < PUBLISHING_INTERVAL_S
+        recording = load_recording(RECORDING)
+        for readings in polls:
+            for name in ("rpm", "temperature", "sample_rate"):
+                assert readings[name].quality.is_good, readings[name]
+            assert readings["rpm"].value == recording.rpm
+            assert readings["sample_rate"].value == recording.fs_hz
+
+    async def test_missing_node_keeps_its_reason(
+        self, simulator: OpcUaSimulator
+    ) -> None:
+        opcua = OpcUaDriver(make_spec(simulator.endpoint))
+        await opcua.connect()
+        try:
+            polled = by_point(await opcua.read_points())["ghost"]
+            await asyncio.sleep(PUBLISHING_INTERVAL_S * 1.5)
+            notified = by_point(await opcua.read_points())["ghost"]
+        finally:
+            await opcua.close()
+
+        for reading in (polled, notified):
+            assert reading.quality.status is QualityStatus.BAD
+            assert "BadNoMatch" in reading.quality.detail
+            assert NOT_YET not in reading.quality.detail
+
+    async def test_notified_values_after_first_publish(
+        self, simulator: OpcUaSimulator
+    ) -> None:
+        opcua = OpcUaDriver(make_spec(simulator.endpoint))
+        await opcua.connect()
+        try:
+            await asyncio.sleep(PUBLISHING_INTERVAL_S * 1.5)
+            # A mute server times a poll out, so good values now come
+            # from the subscription.
+            simulator.stop_answering()
+            readings = by_point(await opcua.read_points())
+        finally:
+            simulator.resume_answering()
+            await opcua.close()
+
+        recording = load_recording(RECORDING)
+        assert readings["rpm"].quality.is_good
+        assert readings["rpm"].value == recording.rpm
+        assert readings["temperature"].quality.is_good
+        assert readings["ghost"].quality.status is QualityStatus.BAD
+
+
+class TestUnmonitoredNode:
+    async def test_rejected_item_is_polled(self, simulator: OpcUaSimulator) -> None:
+        # An object node has no Value attribute, so the server rejects
+        # monitoring it and a Read returns BadAttributeIdInvalid.
+        spec = make_spec(simulator.endpoint, publishing_interval_s=0.2)
+        folder = OpcUaPointSpec(
+            name="folder", asset="motor4", node=OpcUaNodeRef(browse_path=ROOT)
+        )
+        opcua = OpcUaDriver(dataclasses.replace(spec, points=(*spec.points, folder)))
+        await opcua.connect()
+        try:
+            first = by_point(await opcua.read_points())
+            await asyncio.sleep(0.5)
+            later = by_point(await opcua.read_points())
+        finally:
+            await opcua.close()
+
+        for readings in (first, later):
+            assert readings["folder"].quality.status is QualityStatus.BAD
+            assert readings["folder"].quality.detail == "BadAttributeIdInvalid"
+            assert readings["rpm"].quality.is_good
 
 
 class TestConnectFailure:
