@@ -17,10 +17,11 @@ import enum
 import logging
 import time
 from typing import Final
+from urllib.parse import urlsplit
 
 import numpy as np
 from asyncua import Client, ua
-from asyncua.ua.uaerrors import UaStatusCodeError
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from drivers.base import Quality, QualityReason, Reading, Waveform
 from drivers.errors import (
@@ -106,6 +107,11 @@ def _hide_identity_tokens() -> None:
     library_logger = logging.getLogger(_REQUEST_LOGGER)
     if not any(isinstance(f, _IdentityTokenFilter) for f in library_logger.filters):
         library_logger.addFilter(_IdentityTokenFilter())
+
+
+def _endpoint_path(url: str) -> str:
+    """Return the path of an endpoint URL, ``/`` when it has none."""
+    return urlsplit(url).path.rstrip("/") or "/"
 
 
 class DriverState(enum.Enum):
@@ -281,6 +287,7 @@ class OpcUaDriver:
             if exc.code & 0xFFFF0000 not in _LOGIN_REJECTED_CODES:
                 raise
             raise self._login_error(exc) from exc
+        await self._check_endpoint_path(client)
         self._namespaces = list(await client.get_namespace_array())
         await self._resolve(client)
         if spec.use_subscriptions:
@@ -303,6 +310,45 @@ class OpcUaDriver:
             endpoint=spec.endpoint,
             username=spec.username,
             status=status,
+        )
+
+    async def _check_endpoint_path(self, client: Client) -> None:
+        """Warn when the server lists no endpoint with the configured path.
+
+        Many servers accept any path, so a wrong one connects, but it may
+        name another server of a multi-server host. Servers may put their
+        own host name in the list, so only the paths are compared. This
+        costs one GetEndpoints request per connect.
+        """
+        try:
+            endpoints = await client.get_endpoints()
+        except (UaError, OSError) as exc:
+            logger.debug(
+                "opcua.endpoints_unavailable",
+                extra={
+                    "device": self.device_id,
+                    "endpoint": endpoint_for_messages(self.spec.endpoint),
+                    "cause": repr(exc),
+                },
+            )
+            return
+
+        urls = sorted({ep.EndpointUrl for ep in endpoints if ep.EndpointUrl})
+        configured = _endpoint_path(self.spec.endpoint)
+        if not urls or any(_endpoint_path(url) == configured for url in urls):
+            return
+        logger.warning(
+            "opcua.endpoint_url_mismatch",
+            extra={
+                "device": self.device_id,
+                "endpoint": endpoint_for_messages(self.spec.endpoint),
+                "server_endpoints": [endpoint_for_messages(url) for url in urls],
+                "cause": (
+                    f"the server lists no endpoint with path {configured!r}, "
+                    "but accepted the connection; check that endpoint names "
+                    "the intended server, or copy one of server_endpoints"
+                ),
+            },
         )
 
     async def _resolve(self, client: Client) -> None:

@@ -1,13 +1,15 @@
 """The OPC UA driver from connect to its first subscribed values.
 
-Covers the readings before a subscription's first publish and the messages
-of failed connects.
+Covers the readings before a subscription's first publish, the messages of
+failed connects, and the check of the endpoint path against the server's
+endpoint list.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -265,3 +267,55 @@ class TestConnectFailure:
         assert endpoint in message
         assert "no response within 0.3 s (request_timeout)" in message
         assert "check that 127.0.0.1 port 4840 is reachable" in message
+
+
+def mismatch_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        record
+        for record in caplog.records
+        if record.getMessage() == "opcua.endpoint_url_mismatch"
+    ]
+
+
+class TestEndpointPath:
+    async def test_wrong_path_warns_once_per_connect(
+        self, simulator: OpcUaSimulator, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        endpoint = f"opc.tcp://127.0.0.1:{simulator.port}/wrong/path"
+        opcua = OpcUaDriver(make_spec(endpoint))
+
+        with caplog.at_level(logging.WARNING, logger="drivers.opcua"):
+            await opcua.connect()
+            try:
+                readings = by_point(await opcua.read_points())
+                await opcua.read_points()
+                after_first = len(mismatch_records(caplog))
+                await opcua.close()
+                await opcua.connect()
+            finally:
+                await opcua.close()
+
+        records = mismatch_records(caplog)
+        assert after_first == 1
+        assert len(records) == 2
+        record = records[0]
+        assert record.levelno == logging.WARNING
+        assert record.__dict__["device"] == "motor4-ua"
+        assert record.__dict__["endpoint"] == endpoint
+        assert record.__dict__["server_endpoints"] == [simulator.endpoint]
+        assert readings["rpm"].quality.is_good
+
+    @pytest.mark.parametrize("suffix", ["", "/"])
+    async def test_server_path_gives_no_warning(
+        self,
+        simulator: OpcUaSimulator,
+        caplog: pytest.LogCaptureFixture,
+        suffix: str,
+    ) -> None:
+        opcua = OpcUaDriver(make_spec(simulator.endpoint + suffix))
+
+        with caplog.at_level(logging.WARNING, logger="drivers.opcua"):
+            await opcua.connect()
+            await opcua.close()
+
+        assert mismatch_records(caplog) == []
