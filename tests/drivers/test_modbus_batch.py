@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from drivers.base import QualityReason, ReadingBatch
+from drivers.base import QualityReason, Reading, ReadingBatch
 from drivers.modbus import ModbusDriver
 from drivers.sim.modbus_sensors import SimRegisterBank
 from drivers.sim.modbus_server import ModbusSimulator
@@ -98,6 +98,18 @@ class TestReadPointsBatch:
         assert {r.quality.reason for r in readings} == {QualityReason.TIMEOUT}
 
 
+async def read_with_exception(bank: ModbusSimulator, code: int) -> Sequence[Reading]:
+    """Poll once while the simulator answers every request with ``code``."""
+    driver = ModbusDriver(spec(bank.port))
+    await driver.connect()
+    bank.set_exception(UNIT, code)
+    try:
+        return await driver.read_points()
+    finally:
+        bank.set_exception(UNIT, None)
+        await driver.close()
+
+
 class TestExceptionReasons:
     @pytest.mark.parametrize(
         ("code", "reason"),
@@ -111,12 +123,7 @@ class TestExceptionReasons:
     async def test_reason_tells_device_from_gateway(
         self, bank: ModbusSimulator, code: int, reason: QualityReason
     ) -> None:
-        driver = ModbusDriver(spec(bank.port))
-        await driver.connect()
-        bank.set_exception(UNIT, code)
-        readings = await driver.read_points()
-        bank.set_exception(UNIT, None)
-        await driver.close()
+        readings = await read_with_exception(bank, code)
 
         assert {r.quality.reason for r in readings} == {reason}
         assert all(f"({code})" in r.quality.detail for r in readings)
@@ -132,11 +139,6 @@ class TestExceptionReasons:
     async def test_detail_says_what_to_check(
         self, bank: ModbusSimulator, code: int, advice: str
     ) -> None:
-        driver = ModbusDriver(spec(bank.port))
-        await driver.connect()
-        bank.set_exception(UNIT, code)
-        readings = await driver.read_points()
-        bank.set_exception(UNIT, None)
-        await driver.close()
+        readings = await read_with_exception(bank, code)
 
         assert all(f"({code}); {advice}" in r.quality.detail for r in readings)
