@@ -155,10 +155,14 @@ def _address_advice(request: ProbeRequest) -> str:
 
     last = request.address + request.count - 1
     table = "holding" if request.function == 3 else "input"
+    span = (
+        f"register {request.address}"
+        if request.count == 1
+        else f"registers {request.address}-{last}"
+    )
     advice = (
-        f"the device does not serve all of {table} registers "
-        f"{request.address}-{last}; check --address and --function against "
-        "its register map"
+        f"the device does not serve all of {table} {span}; check --address "
+        "and --function against its register map"
     )
     converted = modicon_offset(request.address)
     if converted is None:
@@ -168,6 +172,25 @@ def _address_advice(request: ProbeRequest) -> str:
     return (
         f"{advice}. If {request.address} is a Modicon register number, "
         f"try --function {function} --address {offset}"
+    )
+
+
+def modicon_note(address: int) -> str | None:
+    """Return a note when ``address`` looks like a five-digit Modicon number.
+
+    Some register maps use such numbers as real offsets, so this is a note,
+    not an error.
+    """
+    from agent.settings_devices import modicon_offset
+
+    found = modicon_offset(address)
+    if found is None:
+        return None
+    table, offset = found
+    return (
+        f"note: {address} may be a Modicon {table}-register number; if the "
+        f"register map writes it that way, read --function "
+        f"{FUNCTION_OF_TABLE[table]} --address {offset}"
     )
 
 

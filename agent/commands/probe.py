@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 
 _TYPES = ("int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64")
 _LAST_REGISTER: Final = 65535
-_FUNCTION_OF_TABLE: Final = {"holding": 3, "input": 4}
-"""Read function code of the Modbus tables named by Modicon numbers."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -141,6 +139,7 @@ def register_address(text: str) -> int:
 
     A six-digit Modicon number such as 400001 gets the options to use.
     """
+    from agent.probe_report import FUNCTION_OF_TABLE
     from agent.settings_devices import MODICON_TABLES
 
     message = f"expected an integer from 0 to {_LAST_REGISTER}, found {text!r}"
@@ -155,29 +154,10 @@ def register_address(text: str) -> int:
     if table is not None and 0 <= offset <= _LAST_REGISTER:
         message += (
             f"; {address} looks like a six-digit Modicon {table}-register "
-            f"number: try --function {_FUNCTION_OF_TABLE[table]} --address "
+            f"number: try --function {FUNCTION_OF_TABLE[table]} --address "
             f"{offset}"
         )
     raise argparse.ArgumentTypeError(message)
-
-
-def modicon_note(address: int) -> str | None:
-    """Return a note when ``address`` looks like a five-digit Modicon number.
-
-    Some register maps use such numbers as real offsets, so this is a note,
-    not an error.
-    """
-    from agent.settings_devices import modicon_offset
-
-    found = modicon_offset(address)
-    if found is None:
-        return None
-    table, offset = found
-    return (
-        f"note: {address} may be a Modicon {table}-register number; if the "
-        f"register map writes it that way, read --function "
-        f"{_FUNCTION_OF_TABLE[table]} --address {offset}"
-    )
 
 
 def positive_duration_s(text: str) -> float:
@@ -230,7 +210,7 @@ def run_probe_modbus(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         SystemExit: with status 2 through ``parser.error`` when the block
             runs past register 65535.
     """
-    from agent.probe_report import ProbeRequest
+    from agent.probe_report import ProbeRequest, modicon_note
 
     last = args.address + args.count - 1
     if last > _LAST_REGISTER:

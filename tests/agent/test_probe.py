@@ -225,6 +225,18 @@ class TestProbeFailureMessages:
         assert "holding registers 98-101" in err
         assert "Modicon" not in err
 
+    def test_illegal_single_register_named(
+        self,
+        simulator_port: tuple[int, ModbusSimulator],
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        # The bank serves holding registers 0-99 only.
+        port, _ = simulator_port
+        status = probe(port, "--unit", "5", "--address", "100", "--count", "1")
+        err = capsys.readouterr().err
+        assert status == 1
+        assert "does not serve all of holding register 100;" in err
+
     def test_timeout_suggests_unit_and_timeout(
         self,
         simulator_port: tuple[int, ModbusSimulator],
