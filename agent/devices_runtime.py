@@ -99,7 +99,7 @@ class BadPointLog:
         return list(self._bad.values())
 
     def update(self, readings: Iterable[Reading]) -> None:
-        """Record the quality of each reading of one answered poll."""
+        """Record the quality of each reading of a poll the device responded to."""
         for reading in readings:
             if reading.quality.status is QualityStatus.BAD:
                 self._note_bad(reading)
@@ -205,7 +205,7 @@ class DeviceRunner:
 
     @property
     def bad_points(self) -> list[BadPoint]:
-        """The points that read bad in the latest answered polls."""
+        """The points that read bad in the latest polls the device responded to."""
         return self._bad_points.points
 
     def bad_points_status(self) -> dict[str, object]:
@@ -253,7 +253,7 @@ class DeviceRunner:
         return True
 
     def _mark_up(self) -> None:
-        """Record the first answered poll after a connect or a silent poll.
+        """Record the first poll with a response after a connect or silent poll.
 
         A transport connection alone proves little: a device that accepts
         TCP and never answers must stay down, with its downtime counted

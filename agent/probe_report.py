@@ -1,4 +1,4 @@
-"""What ``cmagent probe modbus`` prints: failures with advice, and orders.
+"""Messages of ``cmagent probe modbus``: failures with advice, and orders.
 
 A technician reads these messages while commissioning a sensor, so each
 failure names the request as typed on the command line, and the option or

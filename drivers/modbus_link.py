@@ -78,7 +78,8 @@ EXCEPTION_ADVICE: Final[dict[int, str]] = {
         "check the unit id, and that the device behind the gateway is powered and wired"
     ),
 }
-"""What to check next for the exception codes a configuration can cause."""
+"""Advice on what to check next, for the exception codes a configuration
+can cause."""
 
 # pymodbus 3.10 renamed the unit id keyword from ``slave`` to ``device_id``.
 _UNIT_KEYWORD: Final = (

@@ -123,7 +123,7 @@ class ScalarSubscription:
         """Keep a notified ``data_value`` as the latest value of ``node_id``.
 
         Only notifications go here, never polled values, so that
-        :meth:`has_every_value` tells whether the first publish arrived.
+        :meth:`has_every_value` shows whether the first publish arrived.
         """
         now = time.monotonic()
         self.latest[node_id] = (data_value, now)

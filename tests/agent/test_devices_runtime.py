@@ -261,8 +261,8 @@ class TestBadPoints:
     async def test_exception_answers_keep_device_up(
         self, sim: CountingSimulator, devices: list[Device]
     ) -> None:
-        # An exception response is an answer: the device is reachable and
-        # polled at its normal rate, only the point is bad.
+        # An exception response comes from the device, so the device stays
+        # reachable and polled at its normal rate, and only the point is bad.
         device = Device(tcp_spec(sim.port, VIBRATION_UNIT, [STATUS_WORD]))
         devices.append(device)
 

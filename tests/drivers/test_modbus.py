@@ -193,7 +193,7 @@ class TestFaults:
         (reading,) = await driver.read_points()
         await driver.close()
         assert reading.value is None
-        # The device answered, with an exception code.
+        # The device itself responded, with an exception code.
         assert reading.quality.reason is QualityReason.SENSOR_FAULT
         detail = reading.quality.detail
         assert "unit 10" in detail

@@ -17,7 +17,7 @@ UNIT = 5
 
 @pytest.fixture
 async def bank() -> AsyncIterator[ModbusSimulator]:
-    # Register ``a`` of the bank holds the number ``a``.
+    # Register ``a`` of the bank contains the number ``a``.
     simulator = ModbusSimulator(sensors=[SimRegisterBank(UNIT, size=100)])
     await simulator.start()
     yield simulator
@@ -99,7 +99,8 @@ class TestReadPointsBatch:
 
 
 async def read_with_exception(bank: ModbusSimulator, code: int) -> Sequence[Reading]:
-    """Poll once while the simulator answers every request with ``code``."""
+    """Poll once while the simulator responds to every request with exception
+    ``code``."""
     driver = ModbusDriver(spec(bank.port))
     await driver.connect()
     bank.set_exception(UNIT, code)
