@@ -18,14 +18,15 @@ from drivers.errors import (
     DriverError,
     DriverTimeoutError,
 )
-from drivers.modbus_link import ModbusExceptionError, TransactionIdMismatchError
+from drivers.modbus_link import (
+    GATEWAY_EXCEPTIONS,
+    ModbusExceptionError,
+    TransactionIdMismatchError,
+)
 from drivers.spec import Endian
 
 FUNCTION_OF_TABLE: Final = {"holding": 3, "input": 4}
 """Read function code of each register table."""
-
-_GATEWAY_EXCEPTIONS: Final = frozenset({10, 11})
-"""GATEWAY PATH UNAVAILABLE and GATEWAY TARGET DEVICE FAILED TO RESPOND."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,7 +142,7 @@ def exception_advice(request: ProbeRequest, code: int) -> str:
         )
     if code == 6:
         return "the device is busy; try again in a moment"
-    if code in _GATEWAY_EXCEPTIONS:
+    if code in GATEWAY_EXCEPTIONS:
         return (
             f"check that --unit {unit} is the device's unit id, that the "
             f"gateway routes unit {unit} to the device, and that the device "

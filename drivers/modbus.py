@@ -30,6 +30,7 @@ from drivers.errors import (
 from drivers.modbus_capture import capture_waveform
 from drivers.modbus_decode import BlockDecoder
 from drivers.modbus_link import (
+    GATEWAY_EXCEPTIONS,
     ModbusExceptionError,
     ModbusLink,
     RequestTarget,
@@ -56,10 +57,6 @@ _READ_METHODS: Final[dict[RegisterTable, str]] = {
     RegisterTable.INPUT: "read_input_registers",
 }
 """pymodbus client method of each table."""
-
-_GATEWAY_EXCEPTIONS: Final = frozenset({10, 11})
-"""Exception codes a gateway sends when the device behind it is unreachable
-or silent, so no response came from the device itself."""
 
 _BIT_FUNCTIONS: Final = frozenset({1, 2})
 """Read coils and read discrete inputs, whose responses carry bits."""
@@ -364,7 +361,7 @@ class ModbusDriver:
             reason = QualityReason.DECODE_ERROR
         elif (
             isinstance(exc, ModbusExceptionError)
-            and exc.exception_code not in _GATEWAY_EXCEPTIONS
+            and exc.exception_code not in GATEWAY_EXCEPTIONS
         ):
             # The device itself responded, with an exception code, as an
             # OPC UA server responds with a bad status code.

@@ -66,6 +66,10 @@ EXCEPTION_NAMES: Final[dict[int, str]] = {
 }
 """Exception codes of the Modbus Application Protocol 1.1b3, section 7."""
 
+GATEWAY_EXCEPTIONS: Final = frozenset({10, 11})
+"""Exception codes a gateway sends when the device behind it is unreachable
+or silent, so no response came from the device itself."""
+
 EXCEPTION_ADVICE: Final[dict[int, str]] = {
     1: "the device does not support this function; check the table",
     2: (
